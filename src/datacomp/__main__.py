@@ -1,0 +1,5 @@
+import sys
+
+from datacomp.cli import main
+
+sys.exit(main())

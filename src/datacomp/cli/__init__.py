@@ -1,0 +1,79 @@
+"""The ``datacomp`` command: parse, call one library function, print the result.
+
+Each command lives in its own module here with a ``register(subparsers)`` function; the order of
+``COMMANDS`` is the order of the workflow, which is the order ``datacomp --help`` lists them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from datacomp import __version__
+from datacomp.errors import DataCompError
+
+# (module, one-line summary) in workflow order, then utilities.
+COMMANDS: list[str] = [
+    "scales",
+    "subset",
+]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datacomp",
+        formatter_class=_Formatter,
+        description=(
+            "The DataComp workflow, one command per step:\n"
+            "  download -> filter -> reshard -> train -> evaluate -> report / submit\n"
+            "`datacomp demo` runs the whole experiment on the embedded miniature world."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"datacomp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in COMMANDS:
+        importlib.import_module(f"datacomp.cli.{name}").register(sub)
+    return parser
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str, help: str, description: str | None = None
+               ) -> argparse.ArgumentParser:
+    """A sub-command parser with the project's help formatting."""
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=_Formatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("urllib3", "PIL", "matplotlib", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except DataCompError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed work is kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""One executor interface over idempotent tasks: plan with pure functions, run locally (or on Ray).
+
+A step plans a list of :class:`Task` (one per input file or shard). Each task writes its outputs
+under temporary names, renames them, and returns a small stats dict; the engine then writes the
+task's completion marker. Resume is therefore "skip tasks whose marker exists".
+"""
+
+from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, run_tasks
+from datacomp.engine.local import LocalExecutor, get_executor
+
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "Task",
+    "TaskResult",
+    "completed_tasks",
+    "get_executor",
+    "run_tasks",
+]

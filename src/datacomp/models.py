@@ -1,0 +1,94 @@
+"""open_clip models the project uses: our model configs, checkpoint loading, packaged reference weights.
+
+The project's model configs (the ``tiny`` scale's model and the embedded world's reference models)
+are JSON files in ``model_configs/``, registered with open_clip on first use, so they are created
+with ``open_clip.create_model_and_transforms`` like any built-in architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from datacomp.errors import DataCompError
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
+@cache
+def register_model_configs() -> None:
+    """Make our JSON configs known to open_clip (idempotent)."""
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: Any  # open_clip.CLIP
+    preprocess_train: Any
+    preprocess_val: Any
+    tokenizer: Any
+    device: str
+
+
+def available_models() -> list[str]:
+    import open_clip
+
+    register_model_configs()
+    return open_clip.list_models()
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Weights from an open_clip checkpoint (``.pt`` with ``state_dict``, DDP prefixes) or ``.safetensors``."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataCompError(f"{p}: checkpoint not found")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(p))
+    else:
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+            raise DataCompError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+    if not isinstance(sd, dict):
+        raise DataCompError(f"{p}: checkpoint holds no state_dict")
+    if next(iter(sd), "").startswith("module."):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu") -> LoadedModel:
+    """Create an open_clip model by config name and load ``checkpoint`` (None: random init)."""
+    import open_clip
+
+    register_model_configs()
+    if name not in open_clip.list_models():
+        raise DataCompError(
+            f"unknown model {name!r}: use an open_clip architecture (e.g. ViT-B-32) or one of "
+            f"{', '.join(sorted(p.stem for p in MODEL_CONFIG_DIR.glob('*.json')))}"
+        )
+    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, device=device)
+    if checkpoint is not None:
+        sd = load_state_dict(checkpoint)
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            raise DataCompError(
+                f"{checkpoint}: does not match model {name!r} "
+                f"({len(missing)} missing, {len(unexpected)} unexpected keys); pass the model it was trained as"
+            )
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    return LoadedModel(name, model, preprocess_train, preprocess_val, tokenizer, device)

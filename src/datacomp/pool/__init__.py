@@ -1,0 +1,1 @@
+"""CommonPool: its schema, reading metadata (parquet + npz), webdataset shards, downloading."""

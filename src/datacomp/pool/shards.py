@@ -1,0 +1,208 @@
+"""Webdataset shards in the img2dataset / DataComp layout: write them atomically, list them, read them.
+
+Per shard ``S`` (8-digit id): ``S.tar`` with ``K.jpg``, ``K.txt``, ``K.json`` per successful sample,
+``S.parquet`` with one row per input row (successes and failures), and ``S_stats.json``, whose presence
+marks the shard complete. Every writer in the project (embedded world, download, reshard) goes
+through :class:`ShardWriter`, so the layout is defined once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datacomp.errors import DataCompError
+from datacomp.io import atomic_path, write_json_atomic
+
+SHARD_DIGITS = 8
+_TAR_RE = re.compile(r"^(.*?)(\d+)\.tar$")
+
+
+def shard_name(shard_id: int, digits: int = SHARD_DIGITS) -> str:
+    return f"{shard_id:0{digits}d}"
+
+
+def sample_key(shard_id: int, index: int, samples_per_shard: int = 10_000) -> str:
+    """img2dataset's key: ``shard_id * 10**oom + index`` zero-padded to 12 digits (oom from shard size)."""
+    oom = len(str(samples_per_shard - 1)) if samples_per_shard > 1 else 1
+    return f"{shard_id * 10**oom + index:012d}"
+
+
+def list_shards(directory: str | os.PathLike[str]) -> list[Path]:
+    """The ``*.tar`` files of a directory, sorted by name: discovered by listing, gaps are normal."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataCompError(f"{d}: shard directory not found")
+    return sorted(p for p in d.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
+
+
+def completed_shards(directory: str | os.PathLike[str]) -> list[Path]:
+    """Tars whose ``_stats.json`` exists (img2dataset's completion marker)."""
+    return [p for p in list_shards(directory) if stats_path(p).exists()]
+
+
+def stats_path(tar: Path) -> Path:
+    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json")
+
+
+def shard_id_of(tar: str | os.PathLike[str]) -> int:
+    m = _TAR_RE.match(Path(tar).name)
+    if not m:
+        raise DataCompError(f"{tar}: shard names must end in digits and .tar (e.g. 00000000.tar)")
+    return int(m.group(2))
+
+
+def _tarinfo(name: str, size: int, mtime: float) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mtime = int(mtime)
+    ti.mode = 0o444
+    ti.uname = ti.gname = "datacomp"
+    return ti
+
+
+class TarSampleWriter:
+    """Append samples (``{ext: bytes|str|dict}``) to a tar that appears under its final name on close."""
+
+    def __init__(self, path: str | os.PathLike[str], mtime: float | None = None):
+        self.path = Path(path)
+        self.mtime = time.time() if mtime is None else mtime
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed in close()
+        self.count = 0
+        self.bytes = 0
+
+    def write(self, key: str, members: dict[str, Any]) -> None:
+        for ext, value in members.items():
+            data = encode_member(ext, value)
+            self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data), self.mtime), io.BytesIO(data))
+            self.bytes += len(data)
+        self.count += 1
+
+    def close(self) -> None:
+        self._tar.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._tar.close()
+        with contextlib.suppress(RuntimeError):
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> TarSampleWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def encode_member(ext: str, value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if ext == "json":
+        return json.dumps(value, indent=4).encode("utf-8")
+    raise TypeError(f"cannot encode a {type(value).__name__} as .{ext}")
+
+
+# Columns of the per-shard parquet, in img2dataset's order after the input columns.
+STATUS_COLUMNS = ["key", "status", "error_message", "width", "height", "original_width",
+                  "original_height", "exif", "sha256"]
+
+
+@dataclass
+class ShardWriter:
+    """One img2dataset-layout shard: tar of successes + parquet of every row + stats json.
+
+    ``add_success`` / ``add_failure`` in any order; ``close()`` writes the tar, then the parquet, then
+    ``_stats.json`` last, so a shard with a stats file is always complete.
+    """
+
+    out_dir: Path
+    shard_id: int
+    input_columns: list[str] = field(default_factory=lambda: ["uid", "face_bboxes", "caption", "url"])
+    mtime: float | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status_counts: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.name = shard_name(self.shard_id)
+        self._tar = TarSampleWriter(self.out_dir / f"{self.name}.tar", mtime=self.mtime)
+
+    def add_success(self, row: dict[str, Any], image: bytes, image_ext: str = "jpg") -> None:
+        """``row`` holds the input columns plus ``key``, sizes, ``exif``, ``sha256``."""
+        meta = {**row, "status": "success", "error_message": None}
+        meta.setdefault("caption", row.get("caption"))
+        members: dict[str, Any] = {image_ext: image, "txt": meta.get("caption") or "", "json": meta}
+        self._tar.write(meta["key"], members)
+        self.rows.append(meta)
+
+    def add_failure(self, row: dict[str, Any], status: str, error: str) -> None:
+        self.rows.append({**row, "status": status, "error_message": error})
+        self.status_counts[error] = self.status_counts.get(error, 0) + 1
+
+    def abort(self) -> None:
+        self._tar.abort()
+
+    def close(self, extra_stats: dict[str, Any] | None = None) -> dict[str, Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._tar.close()
+        cols = self.input_columns + [c for c in STATUS_COLUMNS if c not in self.input_columns]
+        table = pa.table({c: [r.get(c) for r in self.rows] for c in cols})
+        with atomic_path(self.out_dir / f"{self.name}.parquet") as tmp:
+            pq.write_table(table, tmp)
+        successes = sum(r["status"] == "success" for r in self.rows)
+        end = time.time()
+        stats = {
+            "count": len(self.rows),
+            "successes": successes,
+            "failed_to_download": sum(r["status"] == "failed_to_download" for r in self.rows),
+            "failed_to_resize": sum(r["status"] == "failed_to_resize" for r in self.rows),
+            "duration": round(end - self.started, 3),
+            "start_time": self.started,
+            "end_time": end,
+            "status_dict": {"success": successes, **self.status_counts},
+            **(extra_stats or {}),
+        }
+        write_json_atomic(self.out_dir / f"{self.name}_stats.json", stats, indent=4)
+        return stats
+
+
+def iter_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Yield ``(key, {ext: bytes})`` per sample, grouping consecutive members by key (webdataset rule)."""
+    key: str | None = None
+    members: dict[str, bytes] = {}
+    try:
+        with tarfile.open(path, "r|") as tar:
+            for ti in tar:
+                if not ti.isfile():
+                    continue
+                base = ti.name.rsplit("/", 1)[-1]
+                k, _, ext = base.partition(".")
+                data = tar.extractfile(ti).read()  # type: ignore[union-attr]
+                if k != key:
+                    if key is not None:
+                        yield key, members
+                    key, members = k, {}
+                members[ext] = data
+    except tarfile.ReadError as e:
+        raise DataCompError(f"{path}: not a readable tar shard ({e})") from None
+    if key is not None:
+        yield key, members

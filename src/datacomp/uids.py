@@ -1,0 +1,307 @@
+"""128-bit sample uids: 32-hex strings <-> the ``u8,u8`` subset format, subset files, set algebra.
+
+A subset file is a numpy structured array of dtype ``u8,u8`` (``f0`` = first 16 hex digits, ``f1`` =
+last 16), sorted ascending, saved as ``.npy`` or as raw 16-byte records. Conversion is vectorised
+over whole arrays (a nibble lookup table), never ``int(uid, 16)`` per row.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datacomp.errors import DataCompError
+from datacomp.io import atomic_path
+
+UID_DTYPE = np.dtype("u8,u8")
+_BE_DTYPE = np.dtype([("f0", ">u8"), ("f1", ">u8")])
+NPY_MAGIC = b"\x93NUMPY"
+
+# ASCII byte -> nibble value; 255 marks a non-hex byte.
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _NIBBLE[_c] = 10 + _i
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# Two ASCII hex digits (read as one little-endian uint16) -> their byte value; 0x100 marks bad input.
+_lo, _hi = np.meshgrid(np.arange(256), np.arange(256), indexing="xy")
+_PAIR = np.where((_NIBBLE[_lo] < 16) & (_NIBBLE[_hi] < 16),
+                 (_NIBBLE[_lo].astype(np.uint16) << 4) | _NIBBLE[_hi], 0x100).astype(np.uint16).reshape(-1)
+del _lo, _hi
+
+
+def _as_hex_bytes(uids: Any) -> np.ndarray:
+    """Any array-like of 32-char hex strings -> contiguous (N, 32) uint8 of ASCII codes."""
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a core dependency
+        pa = None
+    if pa is not None and isinstance(uids, pa.ChunkedArray):
+        uids = uids.combine_chunks()
+    if pa is not None and isinstance(uids, pa.Array):
+        if uids.null_count:
+            bad = int(np.flatnonzero(uids.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataCompError(f"uid at row {bad} is null: every row needs a 32-hex-digit uid")
+        if pa.types.is_fixed_size_binary(uids.type) and uids.type.byte_width == 32:
+            data = np.frombuffer(uids.buffers()[1], dtype=np.uint8, count=(uids.offset + len(uids)) * 32)
+            return data[uids.offset * 32 :].reshape(-1, 32)
+        if pa.types.is_string(uids.type) or pa.types.is_large_string(uids.type):
+            # Zero-copy: when every value has 32 bytes the data buffer is a (N, 32) byte matrix.
+            off_dtype = np.int64 if pa.types.is_large_string(uids.type) else np.int32
+            offsets = np.frombuffer(uids.buffers()[1], dtype=off_dtype)[uids.offset : uids.offset + len(uids) + 1]
+            _check_lengths(np.diff(offsets))
+            data = np.frombuffer(uids.buffers()[2], dtype=np.uint8)
+            return data[offsets[0] : offsets[0] + 32 * len(uids)].reshape(-1, 32)
+        return _as_hex_bytes(np.asarray(uids.to_pylist(), dtype=object))
+    arr = np.asarray(uids)
+    if arr.dtype.kind == "U":
+        lengths = np.char.str_len(arr)
+        _check_lengths(lengths)
+        arr = arr.astype("S32")
+    elif arr.dtype.kind == "S":
+        _check_lengths(np.char.str_len(arr))
+        arr = arr.astype("S32")
+    elif arr.dtype.kind == "O":
+        return _as_hex_bytes(np.asarray([str(x) for x in arr.tolist()]) if arr.size else np.zeros(0, "U32"))
+    else:
+        raise DataCompError(f"uids must be 32-character hex strings, got an array of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr).view(np.uint8).reshape(-1, 32)
+
+
+def _check_lengths(lengths: np.ndarray) -> None:
+    bad = np.flatnonzero(lengths != 32)
+    if bad.size:
+        i = int(bad[0])
+        raise DataCompError(
+            f"uid at row {i} has {int(lengths[i])} characters, expected 32 hex digits "
+            f"({bad.size} bad row(s) in all)"
+        )
+
+
+def hex_to_uids(uids: Any) -> np.ndarray:
+    """32-hex uid strings (list, numpy or pyarrow array) -> ``u8,u8`` structured array, same order."""
+    ascii_ = _as_hex_bytes(uids)
+    n = ascii_.shape[0]
+    vals = _PAIR[np.ascontiguousarray(ascii_).view("<u2")]  # (n, 16): one byte value per digit pair
+    if n and vals.max() > 0xFF:
+        row = int(np.flatnonzero((vals > 0xFF).any(axis=1))[0])
+        raise DataCompError(f"uid at row {row} is not hexadecimal: expected 32 characters from 0-9a-f")
+    be = vals.astype(np.uint8).view(">u8")  # (n, 2) big-endian halves
+    return be.astype("<u8").view(UID_DTYPE).reshape(n)
+
+
+def uids_to_hex(uids: np.ndarray) -> np.ndarray:
+    """``u8,u8`` array -> numpy array of 32-char lowercase hex strings (dtype ``U32``)."""
+    uids = as_uid_array(uids)
+    raw = np.ascontiguousarray(uids.astype(_BE_DTYPE)).view(np.uint8).reshape(-1, 16)
+    nib = np.empty((raw.shape[0], 32), dtype=np.uint8)
+    nib[:, 0::2] = raw >> 4
+    nib[:, 1::2] = raw & 0x0F
+    return _HEX[nib].view("S32").reshape(-1).astype("U32")
+
+
+def as_uid_array(arr: np.ndarray) -> np.ndarray:
+    """View any two-field uint64 structured array as ``u8,u8`` (field names do not matter)."""
+    arr = np.asarray(arr)
+    if arr.dtype == UID_DTYPE:
+        return arr
+    fields = arr.dtype.fields
+    if fields is None or len(fields) != 2 or any(
+        np.dtype(f[0]).kind != "u" or np.dtype(f[0]).itemsize != 8 for f in fields.values()
+    ):
+        raise DataCompError(
+            f"expected a structured array of dtype 'u8,u8' (two uint64 fields), got {arr.dtype}"
+        )
+    out = np.empty(arr.shape, dtype=UID_DTYPE)
+    names = arr.dtype.names
+    out["f0"] = arr[names[0]]
+    out["f1"] = arr[names[1]]
+    return out
+
+
+def _order_key(uids: np.ndarray) -> np.ndarray:
+    """A 16-byte void view whose memcmp order equals the 128-bit numeric order."""
+    return np.ascontiguousarray(uids.astype(_BE_DTYPE)).view("V16").reshape(-1)
+
+
+def _from_order_key(keys: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(keys).view(_BE_DTYPE).reshape(-1).astype(UID_DTYPE)
+
+
+def sort_uids(uids: np.ndarray) -> np.ndarray:
+    """Sort ascending by (f0, f1), i.e. lexicographic order of the hex uids."""
+    uids = as_uid_array(uids)
+    return uids[sort_order(uids)]
+
+
+def sort_order(uids: np.ndarray) -> np.ndarray:
+    """Permutation sorting ``u8,u8`` uids, about 5x faster than ``np.lexsort`` on random uids.
+
+    Sorts one uint64 per row holding the high bits of ``f0`` with the row index in the low bits
+    (a plain value sort, SIMD-fast), then re-sorts exactly the runs whose high bits tie.
+    """
+    n = uids.shape[0]
+    bits = max(1, int(n - 1).bit_length())
+    if n < 2 or bits > 40:
+        return np.lexsort((uids["f1"], uids["f0"]))
+    mask = np.uint64((1 << bits) - 1)
+    key = (uids["f0"] & ~mask) | np.arange(n, dtype=np.uint64)
+    key.sort()
+    order = (key & mask).astype(np.intp)
+    high = key & ~mask
+    tie = high[1:] == high[:-1]
+    if tie.any():
+        pos = np.flatnonzero(np.concatenate([tie, [False]]) | np.concatenate([[False], tie]))
+        sub = order[pos]
+        order[pos] = sub[np.lexsort((uids["f1"][sub], uids["f0"][sub]))]
+    return order
+
+
+def is_sorted(uids: np.ndarray) -> bool:
+    a, b = uids["f0"], uids["f1"]
+    return bool(np.all((a[1:] > a[:-1]) | ((a[1:] == a[:-1]) & (b[1:] >= b[:-1]))))
+
+
+def count_duplicates(sorted_uids: np.ndarray) -> int:
+    """Rows equal to their predecessor (the array must be sorted)."""
+    a, b = sorted_uids["f0"], sorted_uids["f1"]
+    return int(np.count_nonzero((a[1:] == a[:-1]) & (b[1:] == b[:-1])))
+
+
+def validate_subset(uids: np.ndarray, source: str = "subset", allow_duplicates: bool = True) -> None:
+    """Raise a one-line DataCompError if the array is not a valid DataComp subset."""
+    if uids.ndim != 1:
+        raise DataCompError(f"{source}: expected a 1-D array of uids, got shape {uids.shape}")
+    if not is_sorted(uids):
+        raise DataCompError(
+            f"{source}: uids are not sorted ascending; fix with `datacomp subset sort {source}`"
+        )
+    if not allow_duplicates:
+        dups = count_duplicates(uids)
+        if dups:
+            raise DataCompError(f"{source}: {dups} duplicate uid(s); this use needs unique uids")
+
+
+def read_subset(
+    path: str | os.PathLike[str], validate: bool = True, allow_duplicates: bool = True
+) -> np.ndarray:
+    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataCompError(f"{path}: subset file not found")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == NPY_MAGIC:
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as e:
+            raise DataCompError(f"{path}: not a readable .npy file ({e}); it may be truncated") from None
+        if arr.dtype.fields is None:
+            raise DataCompError(
+                f"{path}: dtype is {arr.dtype}, expected 'u8,u8' (two uint64 fields per uid); "
+                "convert hex uids with `datacomp subset from-parquet` or `from-text`"
+            )
+        try:
+            arr = as_uid_array(np.ascontiguousarray(arr))
+        except DataCompError as e:
+            raise DataCompError(f"{path}: {e}") from None
+    else:
+        if size % 16:
+            raise DataCompError(
+                f"{path}: {size} bytes is not a whole number of 16-byte uids; the file is truncated "
+                "or not a subset file (expected .npy or raw u8,u8 records)"
+            )
+        arr = np.fromfile(path, dtype=UID_DTYPE)
+    if validate:
+        validate_subset(arr, str(path), allow_duplicates=allow_duplicates)
+    return arr
+
+
+def write_subset(
+    path: str | os.PathLike[str], uids: np.ndarray, raw: bool = False, sort: bool = True
+) -> Path:
+    """Write a subset file atomically (sorted unless ``sort=False`` and already sorted)."""
+    uids = as_uid_array(uids)
+    if sort:
+        uids = sort_uids(uids)
+    else:
+        validate_subset(uids, str(path))
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        if raw:
+            uids.tofile(f)
+        else:
+            np.save(f, uids, allow_pickle=False)
+    return path
+
+
+# --- set algebra (set semantics: results are sorted and unique) -------------------------------
+
+
+def unique(uids: np.ndarray) -> np.ndarray:
+    return _from_order_key(np.unique(_order_key(as_uid_array(uids))))
+
+
+def union(*subsets: np.ndarray) -> np.ndarray:
+    if not subsets:
+        return np.zeros(0, UID_DTYPE)
+    return unique(np.concatenate([as_uid_array(s) for s in subsets]))
+
+
+def intersect(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    keys = np.unique(_order_key(as_uid_array(first)))
+    for o in others:
+        keys = np.intersect1d(keys, _order_key(as_uid_array(o)), assume_unique=False)
+    return _from_order_key(keys)
+
+
+def difference(first: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    keys = np.unique(_order_key(as_uid_array(first)))
+    for o in others:
+        keys = np.setdiff1d(keys, _order_key(as_uid_array(o)))
+    return _from_order_key(keys)
+
+
+def isin(uids: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """Boolean mask: which of ``uids`` (any order) appear in ``subset`` (any order)."""
+    return np.isin(_order_key(as_uid_array(uids)), _order_key(as_uid_array(subset)))
+
+
+# --- readers for uid lists in other formats ----------------------------------------------------
+
+
+def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray:
+    """The uids of a parquet column (32-hex strings) across one or more files, in file order."""
+    import pyarrow.parquet as pq
+
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    parts = []
+    for p in paths:
+        try:
+            schema = pq.read_schema(p)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+            raise DataCompError(f"{p}: not a readable parquet file ({type(e).__name__})") from None
+        if column not in schema.names:
+            raise DataCompError(f"{p}: no column {column!r} (columns: {', '.join(schema.names)})")
+        col = pq.read_table(p, columns=[column]).column(column)
+        try:
+            parts.append(hex_to_uids(col))
+        except DataCompError as e:
+            raise DataCompError(f"{p}: {e}") from None
+    return np.concatenate(parts) if parts else np.zeros(0, UID_DTYPE)
+
+
+def uids_from_text(path: str | os.PathLike[str]) -> np.ndarray:
+    """One 32-hex uid per line (blank lines ignored)."""
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    lines = [ln for ln in lines if ln]
+    try:
+        return hex_to_uids(np.asarray(lines, dtype="U32") if lines else np.zeros(0, "U32"))
+    except DataCompError as e:
+        raise DataCompError(f"{path}: {e}") from None
