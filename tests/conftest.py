@@ -16,3 +16,14 @@ def rng():
     import numpy as np
 
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """The embedded test world (small pool + evaluation suite + assets), generated once per session.
+
+    Read-only: a test that changes files must copy what it changes into its own tmp_path.
+    """
+    from datacomp.synth import make_test_world
+
+    return make_test_world(tmp_path_factory.mktemp("world"))
