@@ -17,6 +17,12 @@ from datacomp.errors import DataCompError
 
 # (module, one-line summary) in workflow order, then utilities.
 COMMANDS: list[str] = [
+    "download",
+    "reshard",
+    "report",
+    "submit",
+    "leaderboard",
+    "demo",
     "scales",
     "subset",
 ]

@@ -1,0 +1,145 @@
+"""`datacomp download`: pool metadata from the Hub (or your own parquets), then images into shards."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from datacomp.cli import add_parser
+from datacomp.errors import DataCompError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from datacomp.pool.hub import HUB_SCALES
+    from datacomp.pool.resize import ENCODE_FORMATS, RESIZE_MODES
+
+    p = add_parser(sub, "download", "fetch pool metadata and download images into webdataset shards",
+                   description="Fetch a scale's metadata from the Hugging Face Hub (or use --metadata-dir), then "
+                               "download every url into img2dataset-layout shards under DATA_DIR/shards. "
+                               "Re-running resumes: only shards without a _stats.json are downloaded.")
+    p.add_argument("--scale", choices=HUB_SCALES, default="small", help="pool whose metadata is fetched")
+    p.add_argument("--data-dir", type=Path, required=True, help="root for metadata/ and shards/")
+    p.add_argument("--metadata-dir", help="parquets to download from (local dir or fsspec URL; BYOD); "
+                                          "default DATA_DIR/metadata, fetched from the Hub when empty")
+    p.add_argument("--shards-dir", type=Path, help="output shard dir (default DATA_DIR/shards)")
+    p.add_argument("--download-npz", action="store_true", help="also fetch the .npz embeddings")
+    p.add_argument("--skip-shards", action="store_true", help="metadata only")
+    p.add_argument("--overwrite-metadata", action="store_true", help="delete and re-fetch the metadata")
+    p.add_argument("--hf-endpoint", help="Hub endpoint (a mirror, or `datacomp synth serve --hub-repo`); "
+                                         "default $HF_ENDPOINT or huggingface.co")
+    g = p.add_argument_group("images")
+    g.add_argument("--skip-bbox-blurring", action="store_true", help="do not blur face_bboxes")
+    g.add_argument("--processes-count", type=int, default=os.cpu_count() or 1, help="shards downloaded at once")
+    g.add_argument("--thread-count", type=int, default=64, help="concurrent requests per process")
+    g.add_argument("--number-sample-per-shard", type=int, default=10_000)
+    g.add_argument("--image-size", type=int, default=512)
+    g.add_argument("--resize-mode", choices=RESIZE_MODES, default="keep_ratio_largest")
+    g.add_argument("--no-resize-only-if-bigger", action="store_true", help="also upscale small images")
+    g.add_argument("--encode-format", choices=list(ENCODE_FORMATS), default="jpg")
+    g.add_argument("--encode-quality", type=int, default=95)
+    g.add_argument("--reencode", choices=("always", "auto"), default="always",
+                   help="always re-encode (img2dataset); auto keeps downloaded bytes when nothing changes them")
+    g.add_argument("--verify-hash", action="store_true",
+                   help="compare sha256 of downloaded bytes with the metadata's sha256 (mismatches are flagged, "
+                        "not dropped)")
+    s = p.add_argument_group("network and safety")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds per connect/read")
+    s.add_argument("--retries", type=int, default=2, help="extra attempts after a transient failure")
+    s.add_argument("--max-redirects", type=int, default=5)
+    s.add_argument("--max-bytes", type=int, default=32 * 1024 * 1024, help="response size cap")
+    s.add_argument("--max-pixels", type=int, default=89_478_485, help="decompression-bomb cap")
+    s.add_argument("--allow-private-addresses", action="store_true",
+                   help="allow urls resolving to loopback/private/link-local addresses (local servers, tests)")
+    s.add_argument("--user-agent-token", help="X-Robots-Tag directives scoped to this token also apply")
+    s.add_argument("--disallowed-header-directives", default="noai,noimageai,noindex,noimageindex,noml",
+                   help="comma-separated X-Robots-Tag directives that opt an image out")
+    s.add_argument("--allow-network", action="append", default=[], metavar="CIDR",
+                   help="allow this non-public network only (repeatable), e.g. 127.0.0.0/8")
+    s.add_argument("--exclude-shard", type=int, action="append", default=[], metavar="ID",
+                   help="do not download this output shard id (repeatable)")
+    p.add_argument("--yes", action="store_true", help="start even if the estimate exceeds free disk space")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from datacomp.console import console
+    from datacomp.pool.download import DownloadOptions, download, estimate_bytes, list_metadata
+    from datacomp.pool.http import FetchConfig
+    from datacomp.pool.hub import fetch_metadata, remote_size
+    from datacomp.pool.resize import ImageConfig
+
+    data_dir: Path = args.data_dir
+    metadata = args.metadata_dir or str(data_dir / "metadata")
+    shards = args.shards_dir or data_dir / "shards"
+    if args.metadata_dir is None:
+        mdir = Path(metadata)
+        need_parquet = args.overwrite_metadata or not any(mdir.glob("*.parquet"))
+        need_npz = args.download_npz and not any(mdir.glob("*.npz"))
+        if need_parquet or need_npz or args.overwrite_metadata:
+            rs = remote_size(args.scale, args.download_npz, args.hf_endpoint)
+            print(f"metadata: {rs['files']} file(s), {_gb(rs['bytes'])} from the Hub -> {mdir}")
+            fetch_metadata(args.scale, mdir, download_npz=args.download_npz, overwrite=args.overwrite_metadata,
+                           endpoint=args.hf_endpoint)
+    if args.skip_shards:
+        print(f"metadata in {metadata}; --skip-shards given, no images downloaded")
+        return 0
+    if args.image_size <= 0 or args.thread_count <= 0 or args.processes_count <= 0:
+        raise DataCompError("--image-size, --thread-count and --processes-count must be positive")
+    image = ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
+                        resize_only_if_bigger=not args.no_resize_only_if_bigger, encode_format=args.encode_format,
+                        encode_quality=args.encode_quality, reencode=args.reencode, max_pixels=args.max_pixels,
+                        blur_faces=not args.skip_bbox_blurring)
+    fetch = FetchConfig(timeout=args.timeout, retries=args.retries, max_redirects=args.max_redirects,
+                        max_bytes=args.max_bytes, allow_private=args.allow_private_addresses,
+                        user_agent_token=args.user_agent_token, allowed_networks=tuple(args.allow_network),
+                        disallowed_directives=tuple(d.strip() for d in args.disallowed_header_directives.split(",")
+                                                    if d.strip()))
+    options = DownloadOptions(fetch=fetch, image=image, thread_count=args.thread_count,
+                              samples_per_shard=args.number_sample_per_shard,
+                              bbox_col=None if args.skip_bbox_blurring else "face_bboxes",
+                              verify_hash=args.verify_hash, progress=not args.no_progress)
+    files = list_metadata(metadata)
+    est = estimate_bytes(files, image)
+    shards.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(shards).free
+    print(f"images: {est['rows']:,} rows in {est['files']} parquet(s); estimated shard size {_gb(est['bytes'])} "
+          f"(free: {_gb(free)}) -> {shards}")
+    if est["bytes"] > free and not args.yes:
+        raise DataCompError(f"{shards}: estimated {_gb(est['bytes'])} needed but only {_gb(free)} free; "
+                            "free space, choose another --data-dir, or pass --yes to start anyway")
+    summary = download(metadata, shards, options, processes=args.processes_count,
+                       skip_shards=tuple(args.exclude_shard), progress=not args.no_progress)
+    _print_summary(console(), summary)
+    return 0
+
+
+def _print_summary(con, summary: dict) -> None:  # noqa: ANN001 - rich console
+    from rich.table import Table
+
+    run = summary["this_run"]
+    t = Table(title=f"download summary ({summary['output_dir']})", show_header=True)
+    t.add_column("")
+    t.add_column("all shards", justify="right")
+    t.add_column("this run", justify="right")
+    rows = [("shards", "shards"), ("samples", "count"), ("successes", "successes"),
+            ("failed_to_download", "failed_to_download"), ("failed_to_resize", "failed_to_resize")]
+    for label, k in rows:
+        t.add_row(label, f"{summary[k]:,}", f"{run[k]:,}")
+    t.add_row("success rate", f"{summary['success_rate']:.1%}", f"{run['success_rate']:.1%}")
+    for kind in summary["failure_kinds"]:
+        t.add_row(f"  failed: {kind}", f"{summary['failure_kinds'][kind]:,}",
+                  f"{run['failure_kinds'].get(kind, 0):,}")
+    t.add_row("bytes downloaded", _gb(summary["bytes_downloaded"]), _gb(run["bytes_downloaded"]))
+    t.add_row("bytes written", _gb(summary["bytes_written"]), _gb(run["bytes_written"]))
+    if "sha256_mismatches" in summary:
+        t.add_row("sha256 mismatches", f"{summary['sha256_mismatches']:,} ({summary['sha256_mismatch_rate']:.1%})",
+                  f"{run.get('sha256_mismatches', 0):,}")
+    t.add_row("images/s", "", f"{run['images_per_s']:,.1f} ({run['seconds']:.1f} s)")
+    con.print(t)

@@ -1,0 +1,269 @@
+"""The main job: a whole DataComp experiment on the embedded world, driving each step's library function.
+
+world -> filter (one subset per baseline) -> reshard -> train (per seed, fixed tiny recipe) ->
+evaluate (embedded suite) -> leaderboard + HTML report. Every stage writes its outputs under
+``out`` and a completion marker after them, so a re-run skips what is done. This module only
+sequences the steps; the work is done by ``datacomp.synth``, ``filters``, ``reshard``, ``train``
+and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datacomp.errors import DataCompError
+from datacomp.io import write_json_atomic, write_record
+
+log = logging.getLogger(__name__)
+
+# Demo baseline name -> (filter name, parameters) for ``datacomp.filters.run_filter``.
+BASELINES: dict[str, tuple[str, dict[str, Any]]] = {
+    "no_filter": ("no_filter", {}),
+    "basic_filter": ("basic_filter", {}),
+    "text_based": ("text_based", {}),
+    "image_based": ("image_based", {}),
+    "clip_score_l14_30": ("clip_score", {"arch": "l14", "fraction": 0.3}),
+    "clip_score_b32_30": ("clip_score", {"arch": "b32", "fraction": 0.3}),
+    "image_based_intersect_clip_score": ("image_based_intersect_clip_score", {"arch": "l14", "fraction": 0.3}),
+    "laion2b": ("laion2b", {}),
+}
+DEFAULT_FILTERS = ["no_filter", "basic_filter", "text_based", "clip_score_l14_30",
+                   "image_based_intersect_clip_score", "laion2b"]
+STAGES = ("world", "filter", "reshard", "train", "evaluate", "report")
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    experiments: list[Path]  # one directory per baseline
+    report: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # leaderboard rows (see report.leaderboard)
+
+
+def _marker(out: Path, stage: str, name: str) -> Path:
+    return out / ".demo" / f"{stage}-{name}.done"
+
+
+def _done(out: Path, stage: str, name: str) -> bool:
+    return _marker(out, stage, name).is_file()
+
+
+def _mark(out: Path, stage: str, name: str, info: dict[str, Any] | None = None) -> None:
+    write_json_atomic(_marker(out, stage, name), {"finished_at": time.time(), **(info or {})})
+
+
+class _Progress:
+    """One rich progress bar over every unit of work in the run, with the current step as its label."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.enabled = enabled
+        self._p = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from datacomp.console import console
+
+            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TimeElapsedColumn(), console=console(), transient=False)
+            self._task = self._p.add_task("demo", total=total)
+
+    def __enter__(self) -> _Progress:
+        if self._p is not None:
+            self._p.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def step(self, label: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, description=label)
+
+    def advance(self) -> None:
+        if self._p is not None:
+            self._p.advance(self._task)
+
+
+@contextlib.contextmanager
+def _quiet_inner_bars() -> Iterator[None]:
+    """The demo shows one progress view: the steps' own tqdm bars are turned off while it runs."""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+def _resolve_filters(filters: list[str] | None) -> list[str]:
+    names = list(filters or DEFAULT_FILTERS)
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise DataCompError(f"unknown demo baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}")
+    return names
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    seeds: int = 1,
+    filters: list[str] | None = None,
+    workers: int | None = None,
+    world: Any = None,
+    scale: str = "tiny",
+    train_overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+    report_gallery: int = 12,
+) -> DemoResult:
+    """Run (or resume) the demo under ``out``.
+
+    ``world``: an already generated ``datacomp.synth.World`` (tests pass the small test world);
+    ``None`` generates or reuses the tiny world under ``out/world``. ``train_overrides`` replaces
+    fields of the fixed recipe and exists for tests only: the CLI never passes it.
+    """
+    from datacomp.report import build_report, leaderboard_rows, load_experiments
+    from datacomp.report.leaderboard import rows_to_json
+
+    if seeds < 1:
+        raise DataCompError(f"--seeds must be >= 1, got {seeds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = _resolve_filters(filters)
+    workers = workers or min(2, os.cpu_count() or 1)
+    started = time.time()
+    stage_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    units = 1 + 2 * len(names) + 2 * len(names) * seeds + 1
+
+    def timed(stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            stage_seconds[stage] += time.perf_counter() - t0
+
+    with _Progress(units, progress) as prog, _quiet_inner_bars():
+        prog.step("world: generating the embedded pool and evaluation suite")
+        w = world if world is not None else timed("world", lambda: _world(out))
+        prog.advance()
+        exp_dirs = []
+        for name in names:
+            exp = out / name
+            exp_dirs.append(exp)
+            prog.step(f"filter: {name}")
+            timed("filter", lambda exp=exp, name=name: _filter(out, exp, name, w, workers))
+            prog.advance()
+            prog.step(f"reshard: {name}")
+            timed("reshard", lambda exp=exp, name=name: _reshard(out, exp, name, w, workers))
+            prog.advance()
+        for seed in range(seeds):
+            for name, exp in zip(names, exp_dirs):
+                prog.step(f"train: {name} seed {seed}")
+                timed("train", lambda exp=exp, name=name, seed=seed: _train(
+                    out, exp, name, seed, scale, workers, train_overrides))
+                prog.advance()
+                prog.step(f"evaluate: {name} seed {seed}")
+                timed("evaluate", lambda exp=exp, name=name, seed=seed: _evaluate(out, exp, name, seed, w))
+                prog.advance()
+        prog.step("report: leaderboard and HTML report")
+        exps = load_experiments(exp_dirs)
+        rows = leaderboard_rows(exps)
+        report = timed("report", lambda: build_report(
+            exps, out / "report.html", pool=w.pool, gallery_size=report_gallery,
+            title=f"datacomp demo: {len(names)} baselines, {seeds} seed(s), {scale} scale"))
+        prog.advance()
+
+    write_record(out / "demo_record.json", "demo",
+                 {"seeds": seeds, "filters": names, "workers": workers, "scale": scale,
+                  "train_overrides": train_overrides or {}, "world": str(w.root)},
+                 counts={"experiments": len(names), "runs": len(names) * seeds},
+                 started=started, stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
+                 leaderboard=rows_to_json(rows))
+    return DemoResult(out, exp_dirs, report, stage_seconds, rows)
+
+
+def _world(out: Path) -> Any:
+    from datacomp.synth import make_world
+
+    return make_world(out / "world", size="tiny", seed=0)
+
+
+def _filter(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
+    if _done(out, "filter", name):
+        return
+    from datacomp.filters import run_filter
+
+    fname, params = BASELINES[name]
+    exp.mkdir(parents=True, exist_ok=True)
+    summary = run_filter(fname, world.metadata, exp / f"{name}.npy", **params, **_filter_extras(fname, world, workers))
+    _mark(out, "filter", name, {"kept": summary.get("kept")})
+
+
+def _filter_extras(fname: str, world: Any, workers: int) -> dict[str, Any]:
+    """The world's miniature baseline assets (centroids, class names) for the filters that need them."""
+    import inspect
+
+    from datacomp.filters import run_filter
+
+    accepted = inspect.signature(run_filter).parameters
+    extras: dict[str, Any] = {}
+    if "assets_dir" in accepted:
+        extras["assets_dir"] = world.assets
+    if "workers" in accepted:
+        extras["workers"] = workers
+    return extras
+
+
+def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
+    if _done(out, "reshard", name):
+        return
+    from datacomp.reshard import reshard
+
+    summary = reshard([world.shards], exp / "shards", exp / f"{name}.npy", workers=workers, progress=False)
+    _mark(out, "reshard", name, {"samples": summary.get("output_count")})
+
+
+def _train(out: Path, exp: Path, name: str, seed: int, scale: str, workers: int,
+           overrides: dict[str, Any] | None) -> Path:
+    from datacomp.train import TrainConfig, train
+
+    run_name = f"seed{seed}"
+    ckpt = exp / run_name / "checkpoints" / "epoch_latest.pt"
+    if _done(out, "train", f"{name}-{run_name}") and ckpt.is_file():
+        return ckpt
+    cfg = TrainConfig.from_scale(scale, seed=seed)
+    cfg = dataclasses.replace(cfg, workers=min(cfg.workers, workers), **(overrides or {}))
+    res = train(str(exp / "shards"), exp, run_name, cfg, progress=False)
+    _mark(out, "train", f"{name}-{run_name}")
+    return Path(res.checkpoint)
+
+
+def _evaluate(out: Path, exp: Path, name: str, seed: int, world: Any) -> None:
+    run_name = f"seed{seed}"
+    if _done(out, "evaluate", f"{name}-{run_name}") and (exp / run_name / "eval_results.jsonl").is_file():
+        return
+    from datacomp.evaluate import evaluate
+
+    results = evaluate(exp / run_name, train_output_dir=exp / run_name, suite="embedded",
+                       data_dir=world.eval_suite, progress=False)
+    _mark(out, "evaluate", f"{name}-{run_name}", {"tasks": len(results)})
+
+
+def read_record(out: str | Path) -> dict[str, Any]:
+    """The demo's own record (config, per-stage seconds, leaderboard) from a finished run."""
+    p = Path(out) / "demo_record.json"
+    if not p.is_file():
+        raise DataCompError(f"{p}: no finished demo here; run `datacomp demo --out {out}`")
+    return json.loads(p.read_text())

@@ -1,0 +1,143 @@
+"""Image-based baseline geometry: k-means centroids (faiss), target clusters, nearest-centroid ids.
+
+The original clusters with L2 k-means but assigns by the largest dot product (spec §7.1.6), which
+is not the nearest centroid when centroids are not unit length. ``metric="dot"`` reproduces that
+(compat); ``metric="l2"`` assigns to the truly nearest centroid, the metric the centroids were
+trained with. ``build_centroids(spherical=True)`` (our default) trains unit-length centroids, for
+which the two metrics agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datacomp.errors import DataCompError, MissingDependencyError
+from datacomp.io import atomic_path
+
+log = logging.getLogger(__name__)
+CHUNK = 8192
+
+
+def load_matrix(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """A float32 (n, d) matrix from ``.npy``, ``.npz`` (first array) or the original's ``.pt`` assets.
+
+    ``.pt`` covers the official centroid files (a pickled numpy array saved with ``torch.save``)
+    and ``in1k_clip_vit_l14_i.pt`` (a dict with ``image_features``); they need ``weights_only=False``,
+    so load only files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataCompError(f"{path}: {what} file not found")
+    try:
+        if path.suffix == ".pt":
+            import torch
+
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+            if isinstance(obj, dict):
+                obj = obj.get("image_features", obj.get("centroids"))
+            arr = obj.float().numpy() if hasattr(obj, "float") else np.asarray(obj)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arr = z[z.files[0]]
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except DataCompError:
+        raise
+    except Exception as e:  # noqa: BLE001 - numpy/torch raise several types for bad files
+        raise DataCompError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
+    if arr is None or np.ndim(arr) != 2:
+        raise DataCompError(f"{path}: {what} must be a 2-D (n, dim) array, got {np.shape(arr)}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _torch_device() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, metric: str = "l2", chunk: int = CHUNK,
+           device: str | None = "auto") -> np.ndarray:
+    """Nearest centroid id per row (int32), in chunks; on a CUDA GPU when torch sees one.
+
+    ``dot``: ``argmax <x, c>`` (the original). ``l2``: ``argmin ||x - c||``.
+    """
+    if metric not in ("dot", "l2"):
+        raise DataCompError(f"unknown centroid metric {metric!r}: choose 'dot' or 'l2'")
+    if x.shape[1] != centroids.shape[1]:
+        raise DataCompError(
+            f"embeddings have dimension {x.shape[1]} but centroids {centroids.shape[1]}; "
+            "use centroids built from the same embedding key (l14_img)"
+        )
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    bias = -0.5 * np.einsum("ij,ij->i", c, c) if metric == "l2" else None
+    dev = _torch_device() if device == "auto" else device
+    out = np.empty(x.shape[0], np.int32)
+    if dev is not None and dev.startswith("cuda"):
+        import torch
+
+        ct = torch.from_numpy(c).to(dev)
+        bt = torch.from_numpy(bias).to(dev) if bias is not None else None
+        for s in range(0, x.shape[0], chunk):
+            xb = torch.from_numpy(np.ascontiguousarray(x[s : s + chunk], np.float32)).to(dev)
+            sc = xb @ ct.T
+            if bt is not None:
+                sc += bt
+            out[s : s + chunk] = sc.argmax(1).cpu().numpy()
+        return out
+    ct = c.T.copy()
+    for s in range(0, x.shape[0], chunk):
+        sc = np.asarray(x[s : s + chunk], np.float32) @ ct
+        if bias is not None:
+            sc += bias
+        out[s : s + chunk] = sc.argmax(1)
+    return out
+
+
+def target_clusters(reference: np.ndarray, centroids: np.ndarray, metric: str) -> np.ndarray:
+    """Sorted unique centroid ids that reference (ImageNet-like) images fall into."""
+    return np.unique(assign(reference, centroids, metric))
+
+
+def default_num_clusters(n: int) -> int:
+    """The original's k=100,000 for 12.8M (small) is ~128 points per centroid; keep that ratio."""
+    return int(min(100_000, max(8, n // 128)))
+
+
+def kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, spherical: bool = True,
+           gpu: bool | None = None) -> np.ndarray:
+    """faiss k-means as the original (``Clustering``, exact flat index, 10M points per centroid)."""
+    try:
+        import faiss
+    except ImportError:
+        raise MissingDependencyError("faiss-cpu", why="k-means for the image-based filter") from None
+    x = np.ascontiguousarray(x, np.float32)
+    if k > x.shape[0]:
+        raise DataCompError(f"cannot build {k} clusters from {x.shape[0]} embeddings; lower --num-clusters")
+    d = x.shape[1]
+    cl = faiss.Clustering(d, k)
+    cl.niter = niter
+    cl.seed = seed
+    cl.spherical = spherical
+    cl.max_points_per_centroid = 10_000_000
+    ngpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if (gpu or gpu is None) and ngpu > 0:
+        res = faiss.StandardGpuResources()
+        index = faiss.GpuIndexFlatL2(res, d)
+    else:
+        index = faiss.IndexFlatL2(d)
+    cl.train(x, index)
+    return faiss.vector_to_array(cl.centroids).reshape(k, d).astype(np.float32)
+
+
+def save_centroids(path: str | os.PathLike[str], centroids: np.ndarray) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, centroids.astype(np.float32), allow_pickle=False)
+    return path

@@ -1,0 +1,103 @@
+"""Reading pool metadata (parquet + row-aligned npz) with one-line errors for malformed files."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datacomp.errors import DataCompError
+
+# Column -> predicate on its Arrow type, and the type the spec (§3.1) gives it.
+EXPECTED: dict[str, tuple[str, object]] = {
+    "uid": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "url": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    "text": ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)),
+    "original_width": ("integer", pa.types.is_integer),
+    "original_height": ("integer", pa.types.is_integer),
+    "clip_b32_similarity_score": ("float", pa.types.is_floating),
+    "clip_l14_similarity_score": ("float", pa.types.is_floating),
+}
+
+
+def list_parquets(metadata_dir: str | os.PathLike[str]) -> list[Path]:
+    """The pool's metadata parquet files, sorted by name (one task each)."""
+    d = Path(metadata_dir)
+    if not d.is_dir():
+        raise DataCompError(f"{d}: metadata directory not found")
+    files = sorted(p for p in d.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+    if not files:
+        raise DataCompError(f"{d}: no .parquet files; point --metadata-dir at the pool's metadata folder")
+    return files
+
+
+def read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+
+
+def check_columns(path: Path, schema: pa.Schema, columns: Iterable[str]) -> None:
+    """Raise if a needed column is missing or has the wrong type."""
+    for col in columns:
+        if col not in schema.names:
+            raise DataCompError(
+                f"{path}: missing column {col!r} (has: {', '.join(schema.names)}); "
+                "the metadata must follow the CommonPool schema"
+            )
+        want = EXPECTED.get(col)
+        if want is not None and not want[1](schema.field(col).type):  # type: ignore[operator]
+            raise DataCompError(
+                f"{path}: column {col!r} has type {schema.field(col).type}, expected {want[0]}"
+            )
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Read (and check) the given columns of one metadata parquet."""
+    check_columns(path, read_schema(path), columns)
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as e:  # noqa: BLE001
+        raise DataCompError(f"{path}: cannot read columns {columns} ({type(e).__name__}: {e})") from None
+
+
+def num_rows(path: Path) -> int:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as e:  # noqa: BLE001
+        raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+
+
+def npz_path(parquet: Path) -> Path:
+    return parquet.with_suffix(".npz")
+
+
+def read_embeddings(parquet: Path, key: str, rows: int | None = None, dtype: type = np.float32) -> np.ndarray:
+    """One embedding array of the npz beside ``parquet``, checked to align with its rows."""
+    path = npz_path(parquet)
+    if not path.is_file():
+        raise DataCompError(
+            f"{path}: embeddings file not found; compute it with `datacomp embed --metadata-dir {parquet.parent}`"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if key not in z.files:
+                raise DataCompError(f"{path}: no array {key!r} (has: {', '.join(z.files)})")
+            arr = z[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DataCompError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
+    if arr.ndim != 2:
+        raise DataCompError(f"{path}: array {key!r} has shape {arr.shape}, expected (rows, dim)")
+    n = num_rows(parquet) if rows is None else rows
+    if arr.shape[0] != n:
+        raise DataCompError(
+            f"{path}: array {key!r} has {arr.shape[0]} rows but {parquet.name} has {n}; "
+            "npz and parquet must be row-aligned"
+        )
+    return arr.astype(dtype, copy=False)

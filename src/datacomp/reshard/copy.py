@@ -1,0 +1,125 @@
+"""One output shard = one task: copy its planned samples' member bytes from the input tars."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from datacomp.errors import DataCompError
+from datacomp.io import atomic_path, write_json_atomic
+from datacomp.pool.shards import shard_name
+from datacomp.reshard.plan import Piece
+from datacomp.reshard.tarcopy import TarOut, iter_members, mapped
+
+IMAGE_EXTS = ("jpg", "jpeg")
+
+
+def write_output_shard(
+    out_dir: str,
+    index: int,
+    pieces: list[Piece],
+    shuffle_bufsize: int = 0,
+    seed: int = 0,
+    blur: bool = False,
+    boxes: dict[str, list[list[float]]] | None = None,
+    blur_quality: int = 95,
+) -> dict[str, Any]:
+    """Write ``NNNNNNNN.tar`` then ``NNNNNNNN_stats.json``; both appear under final names only when complete.
+
+    Members are copied byte for byte (renamed ``<uid>-<j>.<ext>``); with ``blur`` the ``jpg`` of a sample
+    with face boxes (from ``boxes`` or its json's ``face_bboxes``) is decoded, blurred and re-encoded.
+    """
+    out = Path(out_dir)
+    name = shard_name(index)
+    planned = sum(sum(p.n) for p in pieces)
+    rng = random.Random(f"{seed}-{index}")
+    buffer: list[tuple[str, list[tuple[str, bytes, int]]]] = []
+    st = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
+    with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "wb", buffering=1 << 20) as f:
+        tar = TarOut(f)
+
+        def emit(key: str, members: list[tuple[str, Any, int]]) -> None:
+            for ext, data, mtime in members:
+                tar.add(f"{key}.{ext}", data, mtime)
+            st["samples"] += 1
+
+        for piece in pieces:
+            want = {k: (u, j, n) for k, u, j, n in zip(piece.keys, piece.uids, piece.j0, piece.n, strict=True)}
+            done: set[str] = set()
+            with mapped(piece.tar) as buf, memoryview(buf) as mv:
+                cur: str | None = None
+                members: list[tuple[str, Any, int]] = []
+                for key, ext, off, size, mtime in iter_members(buf, piece.tar):
+                    if key != cur:
+                        if members:
+                            _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                                   blur_quality, st)
+                        cur, members = key, []
+                    if key in want:
+                        members.append((ext, mv[off : off + size], mtime))
+                if members:
+                    _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                           blur_quality, st)
+                members = []
+            if len(done) != len(want):
+                lost = next(k for k in want if k not in done)
+                raise DataCompError(
+                    f"{piece.tar}: sample {lost} is listed as a success in its parquet but is not in the tar "
+                    f"({len(want) - len(done)} missing); re-download this shard or delete its parquet"
+                )
+        rng.shuffle(buffer)
+        for key, members in buffer:
+            emit(key, members)
+        buffer.clear()
+        tar.finish()
+        st["bytes"] = tar.pos
+    if st["samples"] != planned:
+        raise DataCompError(f"{out / name}.tar: wrote {st['samples']} samples, planned {planned}")
+    write_json_atomic(out / f"{name}_stats.json", {"successes": st["samples"]}, indent=4)
+    st["blur_seconds"] = round(st["blur_seconds"], 3)
+    return st
+
+
+def _flush(key, members, want, done, emit, buffer, bufsize, rng, blur, boxes, quality, st) -> None:  # noqa: ANN001, PLR0913
+    """Emit one selected sample ``n`` times (through the shuffle buffer when one is set)."""
+    uid, j0, n = want[key]
+    done.add(key)
+    if blur:
+        members = _blurred(uid, members, boxes, quality, st)
+    if bufsize > 0:
+        members = [(ext, bytes(data), mtime) for ext, data, mtime in members]
+    for j in range(j0, j0 + n):
+        item = (f"{uid}-{j}", members)
+        if bufsize <= 0:
+            emit(*item)
+            continue
+        if len(buffer) < bufsize:
+            buffer.append(item)
+            continue
+        i = rng.randrange(bufsize)
+        buffer[i], item = item, buffer[i]
+        emit(*item)
+
+
+def _blurred(uid: str, members: list, boxes: dict | None, quality: int, st: dict) -> list:  # noqa: ANN001
+    from datacomp.pool.blur import blur_jpeg
+
+    if boxes is not None:
+        bb = boxes.get(uid)
+    else:
+        meta = next((d for ext, d, _ in members if ext == "json"), None)
+        bb = json.loads(bytes(meta)).get("face_bboxes") if meta is not None else None
+    if not bb:
+        return members
+    t0 = time.perf_counter()
+    out = []
+    for ext, data, mtime in members:
+        if ext in IMAGE_EXTS:
+            data = blur_jpeg(bytes(data), bb, quality=quality)
+            st["blurred"] += 1
+        out.append((ext, data, mtime))
+    st["blur_seconds"] += time.perf_counter() - t0
+    return out

@@ -1,0 +1,86 @@
+"""Which input shard holds which uid: read from img2dataset's per-shard parquet, or the tar itself.
+
+The index lets reshard skip shards without a selected sample and know every output count before a
+byte is copied (the original streamed the whole pool and parsed every sample's json to find out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datacomp import uids as U
+from datacomp.errors import DataCompError
+from datacomp.reshard.tarcopy import iter_members, mapped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardIndex:
+    """The successful samples of one input shard: tar member key and uid, in the index's row order."""
+
+    tar: Path
+    keys: np.ndarray  # object array of str (tar member key, e.g. "000000000012")
+    uids: np.ndarray  # u8,u8
+    source: str  # "parquet" or "tar"
+
+
+def index_shard(tar: str | Path) -> ShardIndex:
+    """Index one shard from its ``.parquet`` (uid, key, status) when present, else by reading its jsons."""
+    tar = Path(tar)
+    pq_path = tar.with_suffix(".parquet")
+    if pq_path.is_file():
+        idx = _from_parquet(tar, pq_path)
+        if idx is not None:
+            return idx
+    return _from_tar(tar)
+
+
+def _from_parquet(tar: Path, path: Path) -> ShardIndex | None:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        log.warning("%s: unreadable parquet (%s); indexing the tar instead", path, type(e).__name__)
+        return None
+    if "uid" not in names or "key" not in names:
+        return None
+    cols = ["uid", "key"] + (["status"] if "status" in names else [])
+    table = pq.read_table(path, columns=cols)
+    if "status" in names:
+        table = table.filter(pc.equal(table.column("status"), "success"))
+    try:
+        uids = U.hex_to_uids(table.column("uid"))
+    except DataCompError as e:
+        raise DataCompError(f"{path}: {e}") from None
+    keys = np.asarray(table.column("key").to_pylist(), dtype=object)
+    return ShardIndex(tar, keys, uids, "parquet")
+
+
+def _from_tar(tar: Path) -> ShardIndex:
+    keys: list[str] = []
+    hexes: list[str] = []
+    with mapped(tar) as buf:
+        for key, ext, off, size, _ in iter_members(buf, tar):
+            if ext != "json":
+                continue
+            try:
+                uid = json.loads(bytes(buf[off : off + size])).get("uid")
+            except (ValueError, AttributeError):
+                uid = None
+            if not isinstance(uid, str):
+                raise DataCompError(f"{tar}: sample {key} has no uid in its .json; cannot select it by uid")
+            keys.append(key)
+            hexes.append(uid.rjust(32, "0"))
+    try:
+        uids = U.hex_to_uids(np.asarray(hexes, dtype="U32") if hexes else np.zeros(0, "U32"))
+    except DataCompError as e:
+        raise DataCompError(f"{tar}: {e}") from None
+    return ShardIndex(tar, np.asarray(keys, dtype=object), uids, "tar")

@@ -1,0 +1,77 @@
+"""Checkpoints in open_clip's format, plus what an exact resume needs; the run's side files.
+
+A checkpoint is open_clip's dict (``epoch``, ``name``, ``state_dict``, ``optimizer``, ``scaler``) so
+``open_clip.create_model_and_transforms(model, pretrained=path)`` and open_clip's own ``--resume``
+read it, with a ``datacomp`` entry holding the optimiser step, data-stream positions, RNG state and
+the run's identity (recipe + data) that a resume must match. Only tensors and plain Python values
+are stored, so it loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datacomp.errors import DataCompError
+from datacomp.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a run killed mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``epoch_<E>.pt`` is the same bytes as ``epoch_latest.pt`` at that moment: hard-link it (no extra disk)."""
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(src, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        raise DataCompError(
+            f"{path}: cannot read checkpoint ({type(e).__name__}); delete it to restart the run, or pick another --exp-name"
+        ) from None
+
+
+def identity_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Human-readable differences between two run identities (nested dicts/lists)."""
+    out: list[str] = []
+    for k in sorted(set(saved) | set(current)):
+        a, b = saved.get(k), current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def write_params(path: Path, params: dict[str, Any]) -> None:
+    """open_clip's ``params.txt``: ``name: value`` per argument, sorted."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{k}: {params[k]}\n" for k in sorted(params)))
+
+
+def write_info_pkl(path: Path, scale: str | None, checkpoint: Path, scale_config: dict[str, Any],
+                   data_dir: str) -> None:
+    """The original ``info.pkl`` (spec §3.8) that ``evaluate.py`` reads."""
+    info = {"scale": scale, "checkpoint": checkpoint, "scale_config": scale_config, "data_dir": Path(data_dir)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(info, f)
