@@ -156,7 +156,7 @@ def run_demo(
 
     with _Progress(units, progress) as prog, _quiet_inner_bars():
         prog.step("world: generating the embedded pool and evaluation suite")
-        w = world if world is not None else timed("world", lambda: _world(out))
+        w = world if world is not None else timed("world", lambda: _world(out, workers))
         prog.advance()
         exp_dirs = []
         for name in names:
@@ -194,10 +194,10 @@ def run_demo(
     return DemoResult(out, exp_dirs, report, stage_seconds, rows)
 
 
-def _world(out: Path) -> Any:
+def _world(out: Path, workers: int) -> Any:
     from datacomp.synth import make_world
 
-    return make_world(out / "world", size="tiny", seed=0)
+    return make_world(out / "world", size="tiny", seed=0, workers=workers, progress=False)
 
 
 def _filter(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
@@ -207,23 +207,10 @@ def _filter(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
 
     fname, params = BASELINES[name]
     exp.mkdir(parents=True, exist_ok=True)
-    summary = run_filter(fname, world.metadata, exp / f"{name}.npy", **params, **_filter_extras(fname, world, workers))
+    # One signals cache for every baseline: language ids, caption stats, clusters are computed once.
+    summary = run_filter(fname, world.metadata, exp / f"{name}.npy", signals_dir=out / "signals",
+                         workers=workers, progress=False, **params)
     _mark(out, "filter", name, {"kept": summary.get("kept")})
-
-
-def _filter_extras(fname: str, world: Any, workers: int) -> dict[str, Any]:
-    """The world's miniature baseline assets (centroids, class names) for the filters that need them."""
-    import inspect
-
-    from datacomp.filters import run_filter
-
-    accepted = inspect.signature(run_filter).parameters
-    extras: dict[str, Any] = {}
-    if "assets_dir" in accepted:
-        extras["assets_dir"] = world.assets
-    if "workers" in accepted:
-        extras["workers"] = workers
-    return extras
 
 
 def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:

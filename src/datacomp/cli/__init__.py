@@ -18,11 +18,17 @@ from datacomp.errors import DataCompError
 # (module, one-line summary) in workflow order, then utilities.
 COMMANDS: list[str] = [
     "download",
+    "filter",
     "reshard",
+    "train",
+    "evaluate",
     "report",
     "submit",
     "leaderboard",
     "demo",
+    "synth",
+    "tasks",
+    "download_evalsets",
     "scales",
     "subset",
 ]

@@ -128,6 +128,14 @@ def get_task(key: str, suite: str | None = None, tasks_file: str | Path | None =
     raise DataCompError(f"unknown task {key!r}; valid keys: {', '.join(t.key for t in pool)}")
 
 
+def suite_tasks_file(suite: str, data_dir: str | Path | None, tasks_file: str | Path | None = None) -> Path | None:
+    """The embedded suite's task list: explicit, else the one the world wrote beside its data, else packaged."""
+    if tasks_file or suite != "embedded" or data_dir is None:
+        return Path(tasks_file) if tasks_file else None
+    beside = Path(data_dir) / "eval_tasks.json"
+    return beside if beside.is_file() else None
+
+
 def select_tasks(suite: str, keys: list[str] | None = None, tasks_file: str | Path | None = None) -> list[EvalTask]:
     """The suite's tasks, or the named subset (in the order given), refusing unknown keys."""
     all_tasks = list_tasks(suite, tasks_file)

@@ -26,7 +26,7 @@ from datacomp.errors import DataCompError
 from datacomp.evaluate import metrics as M
 from datacomp.evaluate.data import DEFAULT_DATA_DIR, Sample, TaskData, fetch, iter_samples, locate
 from datacomp.evaluate.model import ModelSpec, resolve_model
-from datacomp.evaluate.registry import EvalTask, select_tasks
+from datacomp.evaluate.registry import EvalTask, select_tasks, suite_tasks_file
 from datacomp.evaluate.results import ResultsFile, sanitize
 from datacomp.io import write_record
 
@@ -97,7 +97,7 @@ def encode_texts(loaded: Any, texts: list[str], normalize: bool = True, amp: boo
     import torch.nn.functional as F
 
     out = []
-    with torch.no_grad():
+    with torch.inference_mode():
         for s in range(0, len(texts), chunk):
             tok = loaded.tokenizer(texts[s:s + chunk]).to(loaded.device)
             ctx = _autocast(loaded.device) if amp else _null()
@@ -118,7 +118,7 @@ def encode_images(loaded: Any, images: list[Any], normalize: bool = True, amp: b
     import torch.nn.functional as F
 
     x = torch.stack(images).to(loaded.device)
-    with torch.no_grad(), (_autocast(loaded.device) if amp else _null()):
+    with torch.inference_mode(), (_autocast(loaded.device) if amp else _null()):
         f = loaded.model.encode_image(x)
     f = f.float()
     return F.normalize(f, dim=-1) if normalize else f
@@ -342,6 +342,7 @@ def evaluate(
 
     started = time.time()
     spec = resolve_model(model, checkpoint, train_output_dir)
+    tasks_file = suite_tasks_file(suite, data_dir, tasks_file)
     selected = select_tasks(suite, tasks, tasks_file)
     if data_dir is None:
         if suite == "embedded":

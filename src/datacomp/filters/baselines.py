@@ -58,7 +58,7 @@ def score_rule(t: pa.Table, p: FilterParams) -> tuple[str, Mask]:
     if p.threshold is None:
         raise DataCompError("clip-score filters need --threshold or --fraction")
     with np.errstate(invalid="ignore"):
-        return f"{p.arch}>={p.threshold:g}", np.asarray(scores, np.float32) >= np.float32(p.threshold)
+        return f"{p.arch}>={p.threshold:g}", np.asarray(scores, np.float64) >= p.threshold
 
 
 @register_filter("no_filter", needs=(), description="every sample of the pool")
@@ -132,5 +132,5 @@ def image_based_intersect_clip_score(t: pa.Table, p: FilterParams) -> dict[str, 
                  description="LAION-2B-en: b32 score >= 0.28 and CLD3 language 'en'")
 def laion2b(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     with np.errstate(invalid="ignore"):
-        b32 = np.asarray(_np(t["clip_b32_similarity_score"]), np.float32) >= np.float32(LAION_B32_THRESHOLD)
+        b32 = np.asarray(_np(t["clip_b32_similarity_score"]), np.float64) >= LAION_B32_THRESHOLD
     return {"b32>=0.28": b32, "cld3_english": _is(t["cld3_lang"], "en")}

@@ -141,3 +141,61 @@ def save_centroids(path: str | os.PathLike[str], centroids: np.ndarray) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, centroids.astype(np.float32), allow_pickle=False)
     return path
+
+
+def build_centroids(
+    metadata_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    num_clusters: int | None = None,
+    embedding_key: str = "l14_img",
+    sample_ratio: float | None = None,
+    caption_filter: bool = True,
+    seed: int = 0,
+    niter: int = 20,
+    compat: bool = False,
+    signals_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+) -> dict[str, object]:
+    """The original's clustering recipe (spec §2.4) over a pool's embeddings; writes ``(k, d)`` npy.
+
+    Default: spherical k-means (unit centroids, so dot product and L2 assignment agree) on a seeded
+    sample drawn without replacement. ``compat``: L2 k-means on ``np.random.choice`` samples drawn
+    with replacement, as the original (seeded here; the original's workers were not).
+    """
+    from datacomp.engine import Task, get_executor, run_tasks
+    from datacomp.filters import metadata as md
+    from datacomp.filters.signals import SignalConfig, default_signals_dir, load_columns, signals_task
+
+    files = md.list_parquets(metadata_dir)
+    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    cfg = SignalConfig(str(sdir))
+    if caption_filter:
+        tasks = [Task(f.stem, signals_task, (str(f), ["caption"], cfg), weight=1) for f in files]
+        run_tasks(tasks, get_executor("local", workers), desc="caption signals", unit="file")
+    parts = []
+    legacy = np.random.RandomState(seed)
+    for i, f in enumerate(files):
+        emb = md.read_embeddings(f, embedding_key)
+        if caption_filter:
+            t = load_columns(f, ["lang", "ft_tokens", "text_chars"], cfg)
+            from datacomp.filters.baselines import _caption_prefilter
+
+            keep = np.logical_and.reduce(list(_caption_prefilter(t).values()))
+            emb = emb[keep]
+        if sample_ratio is not None and sample_ratio > 0:
+            n = emb.shape[0]
+            m = int(n * sample_ratio)
+            if compat:
+                idx = legacy.choice(n, m) if n else np.zeros(0, int)
+            else:
+                idx = np.sort(np.random.default_rng([seed, i]).choice(n, m, replace=False))
+            emb = emb[idx]
+        parts.append(emb)
+    x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+    k = num_clusters or default_num_clusters(x.shape[0])
+    log.info("k-means: %d points, k=%d, %d iterations (%s)", x.shape[0], k, niter,
+             "L2, compat" if compat else "spherical")
+    cents = kmeans(x, k, niter=niter, seed=seed, spherical=not compat)
+    save_centroids(output, cents)
+    return {"output": str(output), "points": int(x.shape[0]), "num_clusters": k, "dim": int(x.shape[1]),
+            "spherical": not compat, "embedding_key": embedding_key, "seed": seed}

@@ -105,13 +105,20 @@ def _signal_path(cfg: SignalConfig, group: str, parquet: Path) -> Path:
     return cfg.group_dir(group) / f"{parquet.stem}.parquet"
 
 
-def _is_current(path: Path, rows: int) -> bool:
+def _source_tag(parquet: Path) -> str:
+    """Identity of the metadata file a signal file was computed from (path, size, mtime)."""
+    st = parquet.stat()
+    return f"{parquet.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _is_current(path: Path, parquet: Path) -> bool:
     if not path.is_file():
         return False
     try:
-        return pq.ParquetFile(path).metadata.num_rows == rows
+        meta = pq.read_schema(path).metadata or {}
     except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
         return False
+    return meta.get(b"datacomp_source", b"").decode() == _source_tag(parquet)
 
 
 def compute_group(group: str, parquet: Path, cfg: SignalConfig) -> pa.Table:
@@ -125,7 +132,7 @@ def compute_group(group: str, parquet: Path, cfg: SignalConfig) -> pa.Table:
         })
     if group == "cld3":
         t = md.read_columns(parquet, ["text", "clip_b32_similarity_score"])
-        b32 = t.column("clip_b32_similarity_score").to_numpy(zero_copy_only=False)
+        b32 = t.column("clip_b32_similarity_score").to_numpy(zero_copy_only=False).astype(np.float64)
         with np.errstate(invalid="ignore"):
             rows = b32 >= LAION_CLD3_MIN_B32
         return pa.table({"cld3_lang": tx.cld3_language(t.column("text"), rows)})
@@ -134,7 +141,7 @@ def compute_group(group: str, parquet: Path, cfg: SignalConfig) -> pa.Table:
         m = tx.entity_matcher(str(Path(cfg.synsets_file).resolve()))  # type: ignore[arg-type]
         return pa.table({"in21k": m.match(text, compat=False), "in21k_compat": m.match(text, compat=True)})
     if group == "clusters":
-        from datacomp.filters.clusters import assign, load_matrix
+        from datacomp.filters.clusters import assign
 
         n = md.num_rows(parquet)
         emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n)
@@ -161,15 +168,20 @@ def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig) -> dict[
     done: dict[str, int] = {}
     for g in groups:
         path = _signal_path(cfg, g, parquet)
-        if _is_current(path, rows):
+        if _is_current(path, parquet):
             continue
         table = compute_group(g, parquet, cfg)
         if table.num_rows != rows:
             raise DataCompError(f"{parquet}: signal group {g} produced {table.num_rows} rows, expected {rows}")
+        table = table.replace_schema_metadata({"datacomp_source": _source_tag(parquet)})
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         done[g] = rows
     return done
+
+
+def missing_groups(parquet: Path, groups: list[str], cfg: SignalConfig) -> list[str]:
+    return [g for g in groups if not _is_current(_signal_path(cfg, g, parquet), parquet)]
 
 
 def signals_task(parquet: str, groups: list[str], cfg: SignalConfig) -> dict[str, object]:
@@ -213,9 +225,11 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
                 if cfg is None:
                     raise DataCompError(f"column {c!r} needs the signals cache (--signals-dir)")
                 path = _signal_path(cfg, g, parquet)
-                if not _is_current(path, n):
+                if not _is_current(path, parquet):
                     ensure_signals(parquet, [g], cfg)
                 cached[g] = pq.read_table(path)
+                if cached[g].num_rows != n:
+                    raise DataCompError(f"{path}: {cached[g].num_rows} rows, {parquet.name} has {n}")
             out[c] = cached[g].column(c)
     return pa.table({c: out[c] for c in columns})
 

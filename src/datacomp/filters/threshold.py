@@ -2,7 +2,8 @@
 
 The original loads the whole pool's scores into pandas and sorts them (51 GB at xlarge). Here each
 pass reads one file's score column at a time: pass 1 histograms the order-preserving integer keys
-of the float32 scores over their top 16 bits; pass 2 keeps only the values in the bin holding the
+of the scores (as float64, so float32 and float64 columns compare as pandas does) over their top
+20 bits; pass 2 keeps only the values in the bin holding the
 wanted rank and finds the exact value with ``np.partition``; a third pass over the tied rows
 breaks ties by uid when an exact count is asked for.
 """
@@ -18,14 +19,16 @@ import numpy as np
 
 from datacomp.uids import UID_DTYPE, sort_uids
 
-BINS = 1 << 16
+SHIFT = 44
+BINS = 1 << (64 - SHIFT)
 
 
 def order_keys(scores: np.ndarray) -> np.ndarray:
-    """float32 -> uint32 keys with the same order; NaN sorts lowest (as pandas puts it last)."""
-    s = np.ascontiguousarray(scores, np.float32)
-    bits = s.view(np.uint32)
-    keys = np.where(bits & 0x80000000, ~bits, bits | 0x80000000).astype(np.uint32)
+    """float -> uint64 keys with the same order; NaN sorts lowest (as pandas puts it last)."""
+    s = np.ascontiguousarray(scores, np.float64)
+    bits = s.view(np.uint64)
+    sign = np.uint64(1 << 63)
+    keys = np.where(bits & sign, ~bits, bits | sign)
     keys[np.isnan(s)] = 0
     return keys
 
@@ -34,7 +37,7 @@ def kth_largest(read_scores: Callable[[Path], np.ndarray], files: list[Path], k:
     """The k-th largest score (1-based) across files, exactly, reading one file at a time."""
     hist = np.zeros(BINS, np.int64)
     for f in files:
-        hist += np.bincount(order_keys(read_scores(f)) >> 16, minlength=BINS)
+        hist += np.bincount(order_keys(read_scores(f)) >> SHIFT, minlength=BINS)
     total = int(hist.sum())
     if not 1 <= k <= total:
         raise ValueError(f"rank {k} outside 1..{total}")
@@ -44,8 +47,8 @@ def kth_largest(read_scores: Callable[[Path], np.ndarray], files: list[Path], k:
     before = int(above[top_bin - 1]) if top_bin else 0
     vals = []
     for f in files:
-        s = np.asarray(read_scores(f), np.float32)
-        vals.append(s[(order_keys(s) >> 16) == b])
+        s = np.asarray(read_scores(f), np.float64)
+        vals.append(s[(order_keys(s) >> SHIFT) == b])
     v = np.concatenate(vals)
     r = k - before  # rank within the bin, 1-based from the top
     idx = v.size - r
@@ -62,8 +65,8 @@ class Cut:
     ties_kept: int | None = None
 
     def mask(self, scores: np.ndarray, uids: np.ndarray | None = None) -> np.ndarray:
-        s = np.asarray(scores, np.float32)
-        t = np.float32(self.threshold)
+        s = np.asarray(scores, np.float64)
+        t = np.float64(self.threshold)
         with np.errstate(invalid="ignore"):
             if self.tie_uid is None:
                 return s >= t
@@ -92,13 +95,13 @@ def exact_cut(read_scores: Callable[[Path], np.ndarray], read_uids: Callable[[Pa
         return Cut(math.inf, 0, (0, 0), 0)
     if n >= total:
         return Cut(-math.inf, total)
-    t = np.float32(kth_largest(read_scores, files, n))
+    t = np.float64(kth_largest(read_scores, files, n))
     if np.isnan(t):  # fewer than n rows have a score: keep every scored row
         return Cut(-math.inf, n)
     greater = 0
     tied = []
     for f in files:
-        s = np.asarray(read_scores(f), np.float32)
+        s = np.asarray(read_scores(f), np.float64)
         with np.errstate(invalid="ignore"):
             greater += int(np.count_nonzero(s > t))
             eq = s == t

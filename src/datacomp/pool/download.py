@@ -16,14 +16,14 @@ import re
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from datacomp.engine import Task, get_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.io import write_record
-from datacomp.pool.http import FetchConfig, FetchError, Fetcher
+from datacomp.pool.http import FetchConfig, Fetcher, FetchError
 from datacomp.pool.resize import ImageConfig, ImageError, process_image
 from datacomp.pool.shards import ShardWriter, sample_key, shard_name, stats_path
 
@@ -320,27 +320,43 @@ def download(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
-    _clean_stale(out, state)
-    files = list_metadata(metadata_dir)
-    specs = plan_shards(files, options)
-    if skip_shards:
-        specs = [s for s in specs if s.shard_id not in set(skip_shards)]
-    free = shutil.disk_usage(out).free
-    todo = [s for s in specs if not stats_path(out / f"{shard_name(s.shard_id)}.tar").exists()]
-    log.info("%d input file(s), %d shard(s) planned, %d to download", len(files), len(specs), len(todo))
-    tasks = [
-        Task(shard_name(s.shard_id), download_shard, (s, str(out), options), weight=s.stop - s.start) for s in specs
-    ]
-    results = run_tasks(tasks, get_executor("local", processes), state_dir=state, desc="download", unit="img",
-                        progress=progress)
-    seconds = time.time() - started
-    summary = summarize([r.stats for r in results],
-                        [r.stats for r in results if not r.skipped and not r.stats.get("reused")], seconds)
-    summary.update(output_dir=str(out), metadata=files if len(files) <= 20 else f"{len(files)} files",
-                   free_bytes_at_start=free)
-    write_record(out / RECORD, "download", _config(options, processes, str(metadata_dir)), counts=summary,
-                 started=started)
+    with _lock(out):
+        _clean_stale(out, state)
+        # Inner per-shard bars only in-process: bars of several worker processes would overwrite each other.
+        options = replace(options, progress=progress and processes == 1)
+        files = list_metadata(metadata_dir)
+        specs = plan_shards(files, options)
+        if skip_shards:
+            specs = [s for s in specs if s.shard_id not in set(skip_shards)]
+        free = shutil.disk_usage(out).free
+        todo = [s for s in specs if not stats_path(out / f"{shard_name(s.shard_id)}.tar").exists()]
+        log.info("%d input file(s), %d shard(s) planned, %d to download", len(files), len(specs), len(todo))
+        tasks = [
+            Task(shard_name(s.shard_id), download_shard, (s, str(out), options), weight=s.stop - s.start) for s in specs
+        ]
+        results = run_tasks(tasks, get_executor("local", processes), state_dir=state, desc="download", unit="img",
+                            progress=progress)
+        seconds = time.time() - started
+        summary = summarize([r.stats for r in results],
+                            [r.stats for r in results if not r.skipped and not r.stats.get("reused")], seconds)
+        summary.update(output_dir=str(out), metadata=files if len(files) <= 20 else f"{len(files)} files",
+                       free_bytes_at_start=free)
+        write_record(out / RECORD, "download", _config(options, processes, str(metadata_dir)), counts=summary,
+                     started=started)
     return summary
+
+
+def _lock(out: Path) -> Any:
+    """Hold an exclusive lock on the shard dir (released by the OS even on SIGKILL)."""
+    import fcntl
+
+    f = open(out / ".download.lock", "w")  # noqa: SIM115 - held until the step ends
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise DataCompError(f"{out}: another `datacomp download` is writing here; wait for it or stop it") from None
+    return f
 
 
 def _config(options: DownloadOptions, processes: int, metadata_dir: str) -> dict[str, Any]:

@@ -145,6 +145,7 @@ class Fetcher:
         for _hop in range(cfg.max_redirects + 1):
             _check_url(current, cfg.allow_private, cfg.allowed_networks)
             resp = self._request(current)
+            complete = False
             try:
                 if resp.status in _REDIRECTS:
                     location = resp.headers.get("Location")
@@ -152,8 +153,12 @@ class Fetcher:
                         raise FetchError("http_error", f"HTTP Error {resp.status}: redirect without Location")
                     current = urljoin(current, location)
                     continue
-                return self._read(resp), current, dict(resp.headers)
+                data = self._read(resp)
+                complete = True
+                return data, current, dict(resp.headers)
             finally:
+                if not complete:  # unread body: the connection cannot be reused
+                    resp.close()
                 resp.release_conn()
         raise FetchError("too_many_redirects", f"more than {cfg.max_redirects} redirects")
 
@@ -208,14 +213,16 @@ def _short(e: BaseException) -> str:
 def _classify(e: BaseException) -> FetchError:
     if isinstance(e, FetchError):
         return e
+    if isinstance(e, urllib3.exceptions.NameResolutionError):  # before timeouts: urllib3 2 subclasses them
+        return FetchError("dns_error", f"cannot resolve host: {_short(e)}")
+    if isinstance(e, urllib3.exceptions.NewConnectionError):
+        return FetchError("connection_error", f"cannot connect: {_short(e)}")
     if isinstance(e, urllib3.exceptions.TimeoutError | TimeoutError | socket.timeout):
         return FetchError("timeout", f"timed out: {_short(e)}")
     if isinstance(e, urllib3.exceptions.SSLError):
         return FetchError("ssl_error", f"TLS error: {_short(e)}")
     if isinstance(e, urllib3.exceptions.ProtocolError):
         return FetchError("connection_error", f"connection error: {_short(e)}")
-    if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError):
-        return FetchError("connection_error", f"cannot connect: {_short(e)}")
     if isinstance(e, ConnectionError | OSError):
         return FetchError("connection_error", f"connection error: {_short(e)}")
     return FetchError("connection_error", f"{type(e).__name__}: {_short(e)}")

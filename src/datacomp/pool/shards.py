@@ -123,6 +123,16 @@ STATUS_COLUMNS = ["key", "status", "error_message", "width", "height", "original
                   "original_height", "exif", "sha256"]
 
 
+def _column_types() -> dict[str, Any]:
+    """Fixed parquet types (img2dataset's), so every shard has one schema even when a column is all-null."""
+    import pyarrow as pa
+
+    s, i32 = pa.string(), pa.int32()
+    return {"uid": s, "caption": s, "url": s, "key": s, "status": s, "error_message": s, "width": i32,
+            "height": i32, "original_width": i32, "original_height": i32, "exif": s, "sha256": s,
+            "face_bboxes": pa.list_(pa.list_(pa.float64())), "sha256_mismatch": pa.bool_()}
+
+
 @dataclass
 class ShardWriter:
     """One img2dataset-layout shard: tar of successes + parquet of every row + stats json.
@@ -165,7 +175,8 @@ class ShardWriter:
 
         self._tar.close()
         cols = self.input_columns + [c for c in STATUS_COLUMNS if c not in self.input_columns]
-        table = pa.table({c: [r.get(c) for r in self.rows] for c in cols})
+        types = _column_types()
+        table = pa.table({c: pa.array([r.get(c) for r in self.rows], type=types.get(c)) for c in cols})
         with atomic_path(self.out_dir / f"{self.name}.parquet") as tmp:
             pq.write_table(table, tmp)
         successes = sum(r["status"] == "success" for r in self.rows)

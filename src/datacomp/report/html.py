@@ -30,7 +30,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px 
 color:#222;padding:0 16px}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:2em}
 table{border-collapse:collapse;margin:8px 0}th,td{padding:4px 10px;border-bottom:1px solid #eee}
-th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f4f4f4;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.best td{font-weight:bold}.muted{color:#777;font-size:.9em}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.card{width:140px;font-size:11px;line-height:1.25}
 .card img{width:96px;height:96px;image-rendering:pixelated;display:block;border:1px solid #ccc}
@@ -124,7 +124,7 @@ def build_report(
         pool_n, steps, kept = f
         parts += [f"<h3>{html.escape(e.name)}</h3>",
                   f'<p class="muted">kept {kept:,} of {pool_n:,} ({kept / max(pool_n, 1):.1%}). '
-                  "A sample failing several rules counts under each.</p>",
+                  "Rules apply in order: each bar is what that rule removed of the samples the earlier rules kept.</p>",
                   _img(plots.funnel(pool_n, steps, kept), f"retention funnel {e.name}")]
     if not any_funnel:
         parts.append('<p class="muted">no filter summaries found in the experiment directories</p>')

@@ -61,7 +61,7 @@ def scatter_size(rows: list[dict[str, Any]]) -> str:
 
 def heatmap(names: list[str], tasks: list[str], values: np.ndarray) -> str:
     """Per-task main metric, experiments by tasks, annotated."""
-    fig, ax = _figure(max(6, 0.55 * len(tasks) + 2.5), 0.45 * len(names) + 2.2)
+    fig, ax = _figure(max(6, 0.3 * len(tasks) + 3), max(3.5, 0.45 * len(names) + 2.2))
     im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, np.nanmax(values)))
     ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=8)

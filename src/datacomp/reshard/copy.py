@@ -6,11 +6,12 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from datacomp.errors import DataCompError
 from datacomp.io import atomic_path, write_json_atomic
 from datacomp.pool.shards import shard_name
+from datacomp.reshard.fastcopy import fast_plan, fast_write, missing_error
 from datacomp.reshard.plan import Piece
 from datacomp.reshard.tarcopy import TarOut, iter_members, mapped
 
@@ -26,56 +27,31 @@ def write_output_shard(
     blur: bool = False,
     boxes: dict[str, list[list[float]]] | None = None,
     blur_quality: int = 95,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Write ``NNNNNNNN.tar`` then ``NNNNNNNN_stats.json``; both appear under final names only when complete.
 
     Members are copied byte for byte (renamed ``<uid>-<j>.<ext>``); with ``blur`` the ``jpg`` of a sample
     with face boxes (from ``boxes`` or its json's ``face_bboxes``) is decoded, blurred and re-encoded.
+    Plain ustar inputs take the vectorised block path (``fast``); both paths write identical bytes.
     """
     out = Path(out_dir)
     name = shard_name(index)
     planned = sum(sum(p.n) for p in pieces)
     rng = random.Random(f"{seed}-{index}")
-    buffer: list[tuple[str, list[tuple[str, bytes, int]]]] = []
-    st = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
+    st: dict[str, Any] = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
     with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "wb", buffering=1 << 20) as f:
-        tar = TarOut(f)
-
-        def emit(key: str, members: list[tuple[str, Any, int]]) -> None:
-            for ext, data, mtime in members:
-                tar.add(f"{key}.{ext}", data, mtime)
-            st["samples"] += 1
-
-        for piece in pieces:
-            want = {k: (u, j, n) for k, u, j, n in zip(piece.keys, piece.uids, piece.j0, piece.n, strict=True)}
-            done: set[str] = set()
-            with mapped(piece.tar) as buf, memoryview(buf) as mv:
-                cur: str | None = None
-                members: list[tuple[str, Any, int]] = []
-                for key, ext, off, size, mtime in iter_members(buf, piece.tar):
-                    if key != cur:
-                        if members:
-                            _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
-                                   blur_quality, st)
-                        cur, members = key, []
-                    if key in want:
-                        members.append((ext, mv[off : off + size], mtime))
-                if members:
-                    _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
-                           blur_quality, st)
-                members = []
-            if len(done) != len(want):
-                lost = next(k for k in want if k not in done)
-                raise DataCompError(
-                    f"{piece.tar}: sample {lost} is listed as a success in its parquet but is not in the tar "
-                    f"({len(want) - len(done)} missing); re-download this shard or delete its parquet"
-                )
-        rng.shuffle(buffer)
-        for key, members in buffer:
-            emit(key, members)
-        buffer.clear()
-        tar.finish()
-        st["bytes"] = tar.pos
+        done = None
+        fallback = False
+        if fast and not blur:
+            fp = fast_plan(pieces)
+            done = fast_write(f, pieces, fp, shuffle_bufsize, rng) if fp is not None else None
+        if done is None:  # the general path replays the same shuffle from a fresh generator
+            fallback = True
+            rng = random.Random(f"{seed}-{index}")
+            done = _general_write(f, pieces, shuffle_bufsize, rng, blur, boxes, blur_quality, st)
+        st["samples"], st["bytes"] = done
+        st["path"] = "general" if fallback else "fast"
     if st["samples"] != planned:
         raise DataCompError(f"{out / name}.tar: wrote {st['samples']} samples, planned {planned}")
     write_json_atomic(out / f"{name}_stats.json", {"successes": st["samples"]}, indent=4)
@@ -123,3 +99,44 @@ def _blurred(uid: str, members: list, boxes: dict | None, quality: int, st: dict
         out.append((ext, data, mtime))
     st["blur_seconds"] += time.perf_counter() - t0
     return out
+
+
+def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: random.Random, blur: bool,
+                   boxes: dict[str, list[list[float]]] | None, blur_quality: int, st: dict[str, Any]
+                   ) -> tuple[int, int]:
+    """Member-by-member copy through the general tar parser (pax, long names, blurring)."""
+    tar = TarOut(f)
+    buffer: list[tuple[str, list[tuple[str, bytes, int]]]] = []
+    count = 0
+
+    def emit(key: str, members: list[tuple[str, Any, int]]) -> None:
+        nonlocal count
+        for ext, data, mtime in members:
+            tar.add(f"{key}.{ext}", data, mtime)
+        count += 1
+
+    for piece in pieces:
+        want = {k: (u, j, n) for k, u, j, n in zip(piece.keys, piece.uids, piece.j0, piece.n, strict=True)}
+        done: set[str] = set()
+        with mapped(piece.tar) as buf, memoryview(buf) as mv:
+            cur: str | None = None
+            members: list[tuple[str, Any, int]] = []
+            for key, ext, off, size, mtime in iter_members(buf, piece.tar):
+                if key != cur:
+                    if members:
+                        _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                               blur_quality, st)
+                    cur, members = key, []
+                if key in want:
+                    members.append((ext, mv[off : off + size], mtime))
+            if members:
+                _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                       blur_quality, st)
+            members = []
+        if len(done) != len(want):
+            raise missing_error(piece.tar, next(k for k in want if k not in done), len(want) - len(done))
+    rng.shuffle(buffer)
+    for key, members in buffer:
+        emit(key, members)
+    tar.finish()
+    return count, tar.pos

@@ -13,7 +13,10 @@ import os
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import BinaryIO
+
+import numpy as np
 
 from datacomp.errors import DataCompError
 
@@ -151,7 +154,130 @@ class TarOut:
         self.pos += len(hdr) + size + pad
 
     def finish(self) -> None:
-        end = self.pos + 2 * BLOCK
-        self.f.write(_ZEROS[: 2 * BLOCK + (-end % RECORD)])
-        self.pos = end + (-end % RECORD)
+        tail = end_blocks(self.pos)
+        self.f.write(tail)
+        self.pos += len(tail)
 
+
+
+# --- vectorised path: whole shards parsed and assembled as (blocks, 512) numpy arrays --------------
+
+_POW8 = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+_TEMPLATE_NP = np.frombuffer(bytes(_TEMPLATE), dtype=np.uint8)
+
+
+@dataclass
+class Layout:
+    """Regular members of a ustar/pax archive without long names or prefixes, parsed vectorised."""
+
+    blocks: np.ndarray  # (n_blocks, 512) uint8 view of the file
+    hdr: np.ndarray  # header block index per member
+    nblk: np.ndarray  # data blocks per member
+    size: np.ndarray
+    mtime: np.ndarray
+    key: np.ndarray  # S array
+    ext: np.ndarray  # S array
+
+
+def _octal_fields(h: np.ndarray, start: int) -> np.ndarray | None:
+    digits = h[:, start : start + 11].astype(np.int64) - 48
+    if digits.size and (digits.min() < 0 or digits.max() > 7 or not np.isin(h[:, start + 11], (0, 32)).all()):
+        return None
+    return digits @ _POW8
+
+
+def scan_layout(buf: mmap.mmap | bytes, path: str | os.PathLike[str]) -> Layout | None:
+    """The member table of a ustar shard (pax mtime records allowed), or None: use the general parser.
+
+    Candidate headers are the blocks with the ``ustar`` magic; they are accepted only if they chain
+    exactly (each header plus its data ends where the next begins), so data that happens to contain
+    the magic cannot be mistaken for a header.
+    """
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    nb = arr.size // BLOCK
+    blocks = arr[: nb * BLOCK].reshape(nb, BLOCK)
+    if nb == 0:
+        return None
+    cand = np.flatnonzero(blocks[:, 257] == ord("u"))  # one byte per block first, then the full magic
+    cand = cand[(blocks[cand, 258:262] == np.frombuffer(b"star", np.uint8)).all(1)]
+    if cand.size == 0 or cand[0] != 0:
+        return None
+    h = blocks[cand, :160]  # name, mode, ids, size, mtime, checksum, type: all this path reads
+    typ = h[:, 156]
+    if not np.isin(typ, (48, 0, 120)).all() or blocks[cand, 345].any():
+        return None  # links, directories, GNU long names, name prefixes: general parser
+    size, mtime = _octal_fields(h, 124), _octal_fields(h, 136)
+    if size is None or mtime is None:
+        return None
+    nblk = (size + BLOCK - 1) // BLOCK
+    nxt = cand + 1 + nblk
+    if not np.array_equal(nxt[:-1], cand[1:]):
+        return None
+    if nxt[-1] > nb:
+        raise DataCompError(f"{path}: truncated tar (last member runs past the end); re-create this shard")
+    if nxt[-1] < nb and blocks[nxt[-1]].any():
+        return None
+    pax = typ == 120
+    if pax.any():
+        # pax headers (webdataset/img2dataset write one per member for the float mtime) may stay only
+        # if each precedes a regular member and overrides neither its path nor its size
+        if pax[-1] or (pax[:-1] & pax[1:]).any():
+            return None
+        records = blocks[ranges_to_index(cand[pax] + 1, nblk[pax])].tobytes()
+        if any(k in records for k in (b" path=", b" size=", b" linkpath=", b"GNU.sparse")):
+            return None
+        keep = ~pax
+        cand, h, nblk, size, mtime = cand[keep], h[keep], nblk[keep], size[keep], mtime[keep]
+    width = int((h[:, :100] != 0).sum(1).max()) + 1  # longest name (names are NUL-terminated)
+    names = h[:, : min(width, 100)]
+    if (names == 47).any():  # '/' in a name: keys with directories take the general path
+        return None
+    isdot = names == 46
+    if not isdot.any(1).all():
+        return None
+    dot = isdot.argmax(1)
+    w = names.shape[1]
+    col = np.arange(w)
+    key = np.where(col < dot[:, None], names, 0)
+    shifted = np.take_along_axis(names, np.minimum(dot[:, None] + 1 + col, w - 1), axis=1)
+    ext = np.where(dot[:, None] + 1 + col < w, shifted, 0)
+    return Layout(blocks, cand, nblk, size, mtime,
+                  np.ascontiguousarray(key).view(f"S{w}").ravel(), np.ascontiguousarray(ext).view(f"S{w}").ravel())
+
+
+def headers(names: np.ndarray, size: np.ndarray, mtime: np.ndarray) -> np.ndarray | None:
+    """``(m, 512)`` ustar headers, byte-identical to :func:`header`; None if a field does not fit."""
+    m = names.size
+    width = names.dtype.itemsize
+    if m and (np.char.str_len(names).max() > 100 or size.max() >= 8**11 or mtime.min() < 0
+              or mtime.max() >= 8**11):
+        return None
+    out = np.empty((m, BLOCK), dtype=np.uint8)
+    out[:] = _TEMPLATE_NP
+    w = min(width, 100)
+    out[:, :w] = np.ascontiguousarray(names).view(np.uint8).reshape(m, width)[:, :w]
+    shifts = 3 * np.arange(10, -1, -1, dtype=np.int64)
+    out[:, 124:135] = ((size[:, None] >> shifts) & 7) + 48
+    out[:, 135] = 0
+    out[:, 136:147] = ((mtime[:, None] >> shifts) & 7) + 48
+    out[:, 147] = 0
+    chk = out.sum(1, dtype=np.int64)
+    out[:, 148:154] = ((chk[:, None] >> shifts[-6:]) & 7) + 48
+    out[:, 154] = 0
+    out[:, 155] = 32
+    return out
+
+
+def ranges_to_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ``arange(s, s + n)`` for each pair, vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offs = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offs, lengths) + np.arange(total, dtype=np.int64)
+
+
+def end_blocks(pos: int) -> bytes:
+    """End-of-archive marker plus padding to a whole record, for an archive of ``pos`` bytes so far."""
+    end = pos + 2 * BLOCK
+    return _ZEROS[: 2 * BLOCK + (-end % RECORD)]

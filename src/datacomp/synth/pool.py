@@ -100,17 +100,14 @@ def render_planned(plan: PlannedSamples) -> tuple[list[bytes], list[list[list[fl
 
 
 def write_shard(pool_dir: str, shard: int, n: int, seed: int, mix: dict[str, float], base_url: str,
-                samples_per_shard: int, threads: int = 0) -> dict[str, Any]:
+                samples_per_shard: int) -> dict[str, Any]:
     """Engine task: plan, render, embed and write one shard's metadata, tar and ground truth."""
     import pyarrow as pa
-    import torch
     import pyarrow.parquet as pq
 
     from datacomp.pool.shards import ShardWriter, sample_key
     from datacomp.synth.embed import cosine, embed_all
 
-    if threads:
-        torch.set_num_threads(threads)
     pool = Path(pool_dir)
     plan = plan_samples(seed, STREAM_POOL, shard, n, NoiseMix(**mix))
     jpegs, boxes = render_planned(plan)
@@ -182,8 +179,6 @@ def make_pool(out: str | os.PathLike[str], size: str | int = "tiny", seed: int =
                           (str(out), shard, cnt, seed, {k: v for k, v in mix.to_dict().items() if k != "clean"},
                            base_url, sps), weight=cnt))
     workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
-    tasks = [Task(t.name, t.fn, (*t.args, threads), weight=t.weight) for t in tasks]
     results = run_tasks(tasks, get_executor("local", workers), state_dir=out / ".synth_state",
                         desc="synth pool", unit="img", progress=progress)
     kinds: dict[str, int] = {}

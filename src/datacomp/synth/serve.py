@@ -202,7 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = o.image_bytes(uid)
         if data is None:
             return self._send(404, b"File not found", "text/plain", head=head)
-        if fault is None:
+        if fault is None or fault == "none":
             return self._send(200, data, "image/jpeg", head=head)
         if fault.isdigit():
             return self._send(int(fault), f"error {fault}".encode(), "text/plain", head=head)
@@ -230,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "not-image":
             return self._send(200, b"<html><body>Not an image</body></html>", "text/html", head=head)
         if fault == "redirect":
-            return self._send(302, b"", "text/plain", {"Location": f"/images/{uid}.jpg"}, head=head)
+            return self._send(302, b"", "text/plain", {"Location": f"/fault/none/{uid}.jpg"}, head=head)
         if fault == "redirect-loop":
             return self._send(302, b"", "text/plain", {"Location": f"/fault/redirect-loop/{uid}.jpg"}, head=head)
         if fault.startswith("optout:"):
@@ -345,6 +345,62 @@ def rebase_urls(metadata_dir: str | Path, out_dir: str | Path, base_url: str) ->
         pq.write_table(t, out / f.name)
         written.append(out / f.name)
     return written
+
+
+def make_image_pool(root: str | Path, n: int = 48, seed: int = 0, big_every: int = 8, box_every: int = 6,
+                    files: int = 1, base_url: str = "http://127.0.0.1:8765/images") -> dict[str, bytes]:
+    """A pool of random JPEGs (shards + metadata) for download tests and benchmarks; uid -> bytes.
+
+    Most images are 24-120 px (kept as they are by the default resize), every ``big_every``-th is
+    700-900 px wide (resized to 512), every ``box_every``-th has a face box. Unlike the embedded world it
+    takes no model and a fraction of a second; ``files`` splits the metadata into that many parquets.
+    """
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from datacomp.pool.shards import ShardWriter
+
+    rng = np.random.default_rng(seed)
+    pool = Path(root) / "pool"
+    images: dict[str, bytes] = {}
+    rows = []
+    w = ShardWriter(pool / "shards", 0)
+    for i in range(n):
+        uid = hashlib.md5(f"{seed}-{i}".encode()).hexdigest()
+        big = i % big_every == big_every - 1
+        wd, ht = ((int(rng.integers(700, 900)), int(rng.integers(500, 700))) if big
+                  else (int(rng.integers(24, 120)), int(rng.integers(24, 120))))
+        arr = rng.integers(0, 255, size=(ht // 8 + 1, wd // 8 + 1, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).resize((wd, ht), Image.Resampling.BILINEAR).save(buf, format="JPEG", quality=90)
+        data = images[uid] = buf.getvalue()
+        row = {"uid": uid, "face_bboxes": [[0.2, 0.2, 0.6, 0.7]] if i % box_every == 0 else [],
+               "caption": f"picture {i}", "url": f"{base_url}/{uid}.jpg", "key": f"{i:012d}", "width": wd,
+               "height": ht, "original_width": wd, "original_height": ht, "exif": None,
+               "sha256": hashlib.sha256(data).hexdigest()}
+        w.add_success(row, data)
+        rows.append(row)
+    w.close()
+    t = pa.table({
+        "uid": [r["uid"] for r in rows],
+        "url": [r["url"] for r in rows],
+        "text": [r["caption"] for r in rows],
+        "original_width": pa.array([r["width"] for r in rows], pa.int64()),
+        "original_height": pa.array([r["height"] for r in rows], pa.int64()),
+        "clip_b32_similarity_score": pa.array(rng.random(n), pa.float32()),
+        "clip_l14_similarity_score": pa.array(rng.random(n), pa.float32()),
+        "face_bboxes": pa.array([r["face_bboxes"] for r in rows], pa.list_(pa.list_(pa.float64()))),
+        "sha256": [r["sha256"] for r in rows],
+    })
+    (pool / "metadata").mkdir(parents=True, exist_ok=True)
+    step = -(-n // files)
+    for k in range(files):
+        pq.write_table(t.slice(k * step, step), pool / "metadata" / f"{k:04d}.parquet", row_group_size=16)
+    return images
 
 
 def random_faults(uids: list[str], share: float, seed: int = 0,

@@ -65,7 +65,7 @@ class TrainConfig:
         cfg = cls(
             model=s.model, batch_size=s.batch_size, lr=s.learning_rate, train_num_samples=s.train_num_samples,
             warmup=s.warmup, beta2=s.beta2, num_checkpoints=s.num_checkpoints, precision=s.precision,
-            seed=seed, workers=1 if s.embedded else 4, grad_checkpointing=not s.embedded, scale=s.name,
+            seed=seed, workers=0 if s.embedded else 4, grad_checkpointing=not s.embedded, scale=s.name,
         )
         return replace(cfg, **overrides)
 

@@ -1,0 +1,44 @@
+"""`datacomp download-evalsets`: pre-fetch DataComp's evaluation sets from the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import argparse
+
+from datacomp.cli import add_parser
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_parser(
+        sub, "download-evalsets", "download DataComp's evaluation sets into --data-dir (CLIP_benchmark layout)",
+        description=(
+            "Download DataComp's evaluation sets (djghosh/wds_*_test and the nlphuji retrieval/WinoGAViL sets)\n"
+            "into --data-dir, in the layout `datacomp evaluate --data-dir` reads. Re-running verifies and\n"
+            "resumes; every failure is reported by task (none is skipped silently)."
+        ),
+    )
+    p.add_argument("--data-dir", required=True, help="destination folder")
+    p.add_argument("--tasks", nargs="+", metavar="KEY", help="task keys (default: all 40)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from datacomp.cli.evaluate import split_keys
+    from datacomp.errors import DataCompError
+    from datacomp.evaluate import fetch, select_tasks
+
+    tasks = select_tasks("datacomp", split_keys(args.tasks))
+    failed: list[str] = []
+    for i, task in enumerate(tasks, 1):
+        print(f"[{i}/{len(tasks)}] {task.key} <- {task.source}", file=sys.stderr)
+        try:
+            path = fetch(task, args.data_dir)
+        except DataCompError as e:
+            print(f"  failed: {e}", file=sys.stderr)
+            failed.append(task.key)
+            continue
+        print(f"  ok: {path}", file=sys.stderr)
+    if failed:
+        raise DataCompError(f"{len(failed)} of {len(tasks)} sets failed ({', '.join(failed)}); re-run to resume")
+    return 0

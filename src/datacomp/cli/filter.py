@@ -1,0 +1,160 @@
+"""`datacomp filter`: select a subset of the pool with a DataComp baseline, SQL or a user filter."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from datacomp.cli import add_parser
+
+SIGNAL_HELP = (
+    "signal columns for --where: uid, text, url, original_width, original_height, min_side, aspect, "
+    "clip_b32_similarity_score, clip_l14_similarity_score, lang, lang_score, text_chars, text_words, "
+    "ft_tokens, cld3_lang (only where b32 >= 0.28), in21k, in21k_compat, cluster_l2, cluster_dot"
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_parser(
+        sub, "filter", "select a subset of the pool (DataComp baselines, SQL over cached signals, your filter)",
+        description="Write a sorted u8,u8 subset .npy plus <output>.summary.json/.md.\n\n"
+        "  datacomp filter --name clip_score --arch l14 --fraction 0.3 --metadata-dir M --output s.npy\n"
+        "  datacomp filter --where \"lang = 'en' AND text_words > 2\" --metadata-dir M --output s.npy\n"
+        "  datacomp filter build-centroids --metadata-dir M --output centroids.npy\n\n" + SIGNAL_HELP,
+    )
+    _filter_args(p)
+    p.set_defaults(func=_run)
+    ss = p.add_subparsers(dest="filter_cmd", metavar="ACTION")
+
+    q = add_parser(ss, "build-centroids", "k-means centroids of the pool's l14 image embeddings (faiss)")
+    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
+    q.add_argument("--output", "--save_path", type=Path, required=True, help="centroids .npy (k, dim)")
+    q.add_argument("--num-clusters", "--num_clusters", type=int, default=None,
+                   help="k (default: pool size / 128, the original's 100k per 12.8M ratio, at most 100000)")
+    q.add_argument("--embedding-key", "--embedding_key", default="l14_img")
+    q.add_argument("--sample-ratio", "--sample_ratio", type=float, default=None,
+                   help="per-file sample ratio (the original used 0.3 for large, 0.03 for xlarge)")
+    q.add_argument("--disable-caption-filtering", "--disable_caption_filtering", action="store_true")
+    q.add_argument("--niter", type=int, default=20)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--compat", action="store_true",
+                   help="L2 k-means with sampling with replacement, as the original (default: spherical)")
+    q.add_argument("--signals-dir", type=Path, default=None)
+    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    q.set_defaults(func=_build_centroids)
+
+    q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file")
+    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
+    q.add_argument("--signals-dir", type=Path, required=True)
+    q.add_argument("--groups", default="caption,cld3,concepts,clusters", help="comma-separated signal groups")
+    q.add_argument("--synsets", type=Path, default=None)
+    q.add_argument("--centroids", type=Path, default=None)
+    q.add_argument("--compat", action="store_true")
+    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    q.set_defaults(func=_signals)
+
+    q = add_parser(ss, "list", "the registered filters (baselines and --plugin files)")
+    q.add_argument("--plugin", action="append", default=[], type=Path)
+    q.set_defaults(func=_list)
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=None, help="baseline or registered filter (see `datacomp filter list`)")
+    p.add_argument("--metadata-dir", "--metadata_dir", type=Path, help="the pool's metadata (parquet + npz)")
+    p.add_argument("--output", "--save_path", type=Path, help="subset file to write (.npy, sorted u8,u8)")
+    p.add_argument("--threshold", type=float, default=None, help="CLIP-score threshold (clip_score filters)")
+    p.add_argument("--fraction", type=float, default=None, help="keep this top fraction by CLIP score")
+    p.add_argument("--arch", choices=("b32", "l14"), default=None, help="which CLIP score")
+    p.add_argument("--image-based-scale", "--image_based_scale", default=None,
+                   help="use ~/.cache/datacomp/<scale>_centroids_l14.pt (the official centroids)")
+    p.add_argument("--compat", action="store_true",
+                   help="reproduce the original baselines.py selection exactly (see docs/filter.md)")
+    p.add_argument("--where", default=None, help="SQL boolean expression over signal columns (DuckDB)")
+    p.add_argument("--plugin", action="append", default=[], type=Path,
+                   help="Python file registering filters with @register_filter (repeatable)")
+    p.add_argument("--exclude-uids", type=Path, default=None,
+                   help="subset file of uids to drop (e.g. from `datacomp dedup`)")
+    p.add_argument("--synsets", type=Path, default=None,
+                   help="text_based entity list: wnids or concept names (default: the world's concepts.txt, "
+                   "else ImageNet-21k from timm)")
+    p.add_argument("--centroids", type=Path, default=None, help="(k, d) centroids .npy/.pt for image_based")
+    p.add_argument("--targets", type=Path, default=None,
+                   help="reference (ImageNet-1k) l14 embeddings .npy/.pt (default: the world's assets)")
+    p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--signals-dir", type=Path, default=None, help="signals cache (default: <output dir>/signals)")
+    p.add_argument("--workers", "--num_workers", type=int, default=None, help="parallel files (default: cores)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from datacomp.errors import DataCompError
+    from datacomp.filters import run_filter
+
+    if args.metadata_dir is None or args.output is None:
+        raise DataCompError("datacomp filter needs --metadata-dir and --output (or an ACTION, see --help)")
+    summary = run_filter(
+        args.name, args.metadata_dir, args.output, threshold=args.threshold, fraction=args.fraction,
+        arch=args.arch, compat=args.compat, where=args.where, plugins=[str(p) for p in args.plugin],
+        exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
+        image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
+        signals_dir=args.signals_dir, workers=args.workers,
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    return 0
+
+
+def print_summary(s: dict) -> None:
+    from rich.table import Table
+
+    from datacomp.console import console
+
+    t = Table(title=f"filter {s['name']} ({s['mode']})")
+    t.add_column("")
+    t.add_column("rows", justify="right")
+    t.add_column("share of pool", justify="right")
+    pool = max(1, s["pool_size"])
+    t.add_row("pool", f"{s['pool_size']:,}", "100%")
+    for rule, n in s["removed"].items():
+        t.add_row(f"removed by {rule}", f"{n:,}", f"{100 * n / pool:.2f}%")
+    t.add_row("kept", f"{s['kept']:,}", f"{100 * s['fraction']:.2f}%", style="bold")
+    c = console()
+    c.print(t)
+    if s.get("threshold") is not None:
+        c.print(f"score threshold: {s['threshold']:.6g}")
+    c.print(f"wrote {s['output']} (+ .summary.json, .summary.md) in {s['seconds']:.1f} s")
+
+
+def _build_centroids(args: argparse.Namespace) -> int:
+    from datacomp.filters import build_centroids
+
+    r = build_centroids(
+        args.metadata_dir, args.output, num_clusters=args.num_clusters, embedding_key=args.embedding_key,
+        sample_ratio=args.sample_ratio, caption_filter=not args.disable_caption_filtering, seed=args.seed,
+        niter=args.niter, compat=args.compat, signals_dir=args.signals_dir, workers=args.workers,
+    )
+    print(f"wrote {r['output']}: {r['num_clusters']} centroids of dim {r['dim']} from {r['points']:,} points")
+    return 0
+
+
+def _signals(args: argparse.Namespace) -> int:
+    from datacomp.filters import compute_signals
+
+    r = compute_signals(args.metadata_dir, args.signals_dir, [g for g in args.groups.split(",") if g],
+                        synsets=args.synsets, centroids=args.centroids, compat=args.compat, workers=args.workers)
+    print(f"signals for {r['rows']:,} rows in {r['files']} file(s) under {r['signals_dir']} "
+          f"({r['computed_files']} file(s) computed now)")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from datacomp.filters import list_filters, load_plugins
+
+    load_plugins([str(p) for p in args.plugin])
+    for f in list_filters():
+        print(f"{f.name:36s} {f.description}")
+    return 0

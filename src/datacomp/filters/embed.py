@@ -1,0 +1,254 @@
+"""``datacomp embed``: CLIP embeddings and similarity scores for pools without npz files (BYOD).
+
+Phase 1 (one task per shard tar): decode each sample's image, embed it with every model, write
+``<work>/<shard>.npz`` holding the sample uids and image embeddings. Phase 2 (one task per metadata
+parquet): embed the captions, look each row's image embedding up by uid, and write the parquet
+(with ``clip_<key>_similarity_score`` recomputed) and the row-aligned npz (``<key>_img``,
+``<key>_txt``, float16, L2-normalised) under the output folder. Rows whose image is not in any
+shard get a zero image embedding and a NaN score, so score rules drop them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.errors import DataCompError
+from datacomp.filters import metadata as md
+from datacomp.io import atomic_path
+from datacomp.uids import UID_DTYPE, hex_to_uids, sort_order
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One embedding model: the npz key prefix (``b32``/``l14``), open_clip config name, weights."""
+
+    key: str
+    name: str
+    checkpoint: str | None = None
+
+
+DEFAULT_MODELS = (ModelSpec("b32", "datacomp-ref-b32"), ModelSpec("l14", "datacomp-ref-l14"))
+
+
+def parse_models(specs: list[str] | None, checkpoints: list[str] | None = None) -> tuple[ModelSpec, ...]:
+    """``["b32=ViT-B-32", ...]`` and ``["b32=/path.pt", ...]`` -> specs (defaults: the reference models)."""
+    models = {m.key: m for m in DEFAULT_MODELS} if not specs else {}
+    for s in specs or []:
+        key, sep, name = s.partition("=")
+        if not sep or not key or not name:
+            raise DataCompError(f"--model {s!r}: expected KEY=MODEL, e.g. b32=ViT-B-32")
+        models[key] = ModelSpec(key, name)
+    for c in checkpoints or []:
+        key, sep, path = c.partition("=")
+        if not sep or key not in models:
+            raise DataCompError(f"--checkpoint {c!r}: expected KEY=PATH with KEY one of {', '.join(models)}")
+        models[key] = ModelSpec(key, models[key].name, path)
+    return tuple(models.values())
+
+
+_LOADED: dict[ModelSpec, Any] = {}
+
+
+def load(spec: ModelSpec) -> Any:
+    """The model (cached per process); the embedded world's reference models use their packaged weights."""
+    if spec not in _LOADED:
+        if spec.checkpoint is None and spec in DEFAULT_MODELS:
+            from datacomp.synth.embed import load_reference
+
+            _LOADED[spec] = load_reference(spec.key)
+        else:
+            from datacomp.models import load_model
+
+            _LOADED[spec] = load_model(spec.name, spec.checkpoint)
+    return _LOADED[spec]
+
+
+def embed_images(lm: Any, images: list[bytes], batch: int = 256) -> np.ndarray:
+    """L2-normalised float32 embeddings of encoded images, through the model's own preprocessing."""
+    import torch
+    from PIL import Image
+
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(images), batch):
+            x = torch.stack([lm.preprocess_val(Image.open(io.BytesIO(b)).convert("RGB"))
+                             for b in images[a : a + batch]])
+            out.append(torch.nn.functional.normalize(lm.model.encode_image(x).float(), dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, _dim(lm)), np.float32)
+
+
+def embed_texts(lm: Any, texts: list[str], batch: int = 1024) -> np.ndarray:
+    """L2-normalised float32 caption embeddings; each distinct caption encoded once."""
+    from datacomp.synth.embed import embed_texts as _embed
+
+    return _embed(lm, texts, batch) if texts else np.zeros((0, _dim(lm)), np.float32)
+
+
+def _dim(lm: Any) -> int:
+    return int(lm.model.text_projection.shape[1])
+
+
+def _threads() -> Any:
+    from datacomp.synth.embed import torch_threads
+
+    return torch_threads(1)
+
+
+def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tuple[str, ...] = ("jpg", "png", "webp"),
+               batch: int = 256) -> dict[str, Any]:
+    """Embed one shard's images; write ``<work>/<shard>.npz`` with uids and ``<key>_img`` arrays."""
+    from datacomp.pool.shards import iter_tar_samples
+
+    uids: list[str] = []
+    images: list[bytes] = []
+    for key, sample in iter_tar_samples(tar):
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        uid = meta.get("uid")
+        img = next((sample[e] for e in image_ext if e in sample), None)
+        if uid is None or img is None:
+            raise DataCompError(f"{tar}: sample {key} lacks a json uid or an image ({'/'.join(image_ext)})")
+        uids.append(uid)
+        images.append(img)
+    try:
+        u = hex_to_uids(np.asarray(uids, dtype="U32") if uids else np.zeros(0, "U32"))
+    except DataCompError as e:
+        raise DataCompError(f"{tar}: {e}") from None
+    arrays: dict[str, np.ndarray] = {"uid_f0": u["f0"], "uid_f1": u["f1"]}
+    with _threads():
+        for m in models:
+            arrays[f"{m.key}_img"] = embed_images(load(m), images, batch).astype(np.float16)
+    out = Path(work) / f"{Path(tar).stem}.npz"
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return {"samples": len(uids)}
+
+
+def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelSpec, ...]) -> dict[str, Any]:
+    """Write one metadata file's parquet (scores) and npz (embeddings), rows matched by uid."""
+    f = Path(parquet)
+    md.check_columns(f, md.read_schema(f), ["uid", "text"])
+    table = md.read_columns(f, md.read_schema(f).names)
+    try:
+        uids = hex_to_uids(table.column("uid"))
+    except DataCompError as e:
+        raise DataCompError(f"{f}: {e}") from None
+    index_u, index_src = _load_index(Path(work))
+    pos, found = _lookup(index_u, uids)
+    texts = [t or "" for t in table.column("text").to_pylist()]
+    arrays: dict[str, np.ndarray] = {}
+    with _threads():
+        for m in models:
+            lm = load(m)
+            txt = embed_texts(lm, texts)
+            img = np.zeros_like(txt)
+            for shard, rows in _group_rows(index_src, pos, found):
+                with np.load(Path(work) / f"{shard}.npz") as z:
+                    img[rows[0]] = z[f"{m.key}_img"][rows[1]].astype(np.float32)
+            score = np.einsum("ij,ij->i", img, txt).astype(np.float32)
+            score[~found] = np.nan
+            arrays[f"{m.key}_img"] = img.astype(np.float16)
+            arrays[f"{m.key}_txt"] = txt.astype(np.float16)
+            col = f"clip_{m.key}_similarity_score"
+            scores = pa.array(score, pa.float32())
+            if col in table.column_names:
+                table = table.set_column(table.schema.get_field_index(col), col, scores)
+            else:
+                table = table.append_column(col, scores)
+    out = Path(output_dir)
+    with atomic_path(out / f"{f.stem}.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    with atomic_path(out / f"{f.stem}.parquet") as tmp:
+        pq.write_table(table, tmp)
+    return {"rows": table.num_rows, "with_image": int(found.sum())}
+
+
+_INDEX: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+
+def _load_index(work: Path) -> tuple[np.ndarray, tuple[np.ndarray, list[str]]]:
+    """All embedded uids (sorted) and, per uid, ``(shard number, row in shard)`` (cached per process)."""
+    shards = sorted(p.stem for p in work.glob("*.npz"))
+    key = f"{work}:{','.join(shards)}"
+    if key not in _INDEX:
+        parts, src = [], []
+        for i, s in enumerate(shards):
+            with np.load(work / f"{s}.npz") as z:
+                u = np.empty(len(z["uid_f0"]), UID_DTYPE)
+                u["f0"], u["f1"] = z["uid_f0"], z["uid_f1"]
+            parts.append(u)
+            src.append(np.stack([np.full(len(u), i), np.arange(len(u))], 1))
+        allu = np.concatenate(parts) if parts else np.zeros(0, UID_DTYPE)
+        alls = np.concatenate(src) if src else np.zeros((0, 2), np.int64)
+        order = sort_order(allu)
+        _INDEX.clear()
+        _INDEX[key] = (allu[order], alls[order], shards)
+    u, s, names = _INDEX[key]
+    return u, (s, names)
+
+
+def _lookup(sorted_u: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each uid in the sorted index and whether it is there."""
+    from datacomp.uids import _order_key
+
+    keys = _order_key(sorted_u)
+    q = _order_key(uids)
+    pos = np.searchsorted(keys, q)
+    pos_c = np.minimum(pos, max(len(keys) - 1, 0))
+    found = (pos < len(keys)) & (keys[pos_c] == q) if len(keys) else np.zeros(len(q), bool)
+    return pos_c, found
+
+
+def _group_rows(index_src: tuple[np.ndarray, list[str]], pos: np.ndarray, found: np.ndarray
+                ) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    src, names = index_src
+    rows = np.flatnonzero(found)
+    where = src[pos[rows]]
+    out = []
+    for shard_no in np.unique(where[:, 0]):
+        sel = where[:, 0] == shard_no
+        out.append((names[int(shard_no)], (rows[sel], where[sel, 1])))
+    return out
+
+
+def embed_pool(
+    metadata_dir: str | os.PathLike[str],
+    shards_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    models: tuple[ModelSpec, ...] = DEFAULT_MODELS,
+    workers: int | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embed a pool's images (from its shards) and captions; write parquet + npz per metadata file."""
+    from datacomp.pool.shards import list_shards
+
+    files = md.list_parquets(metadata_dir)
+    tars = list_shards(shards_dir)
+    if not tars:
+        raise DataCompError(f"{shards_dir}: no .tar shards to read images from")
+    out = Path(output_dir)
+    if out.resolve() == Path(metadata_dir).resolve():
+        raise DataCompError(f"{out}: write the embedded metadata to a new folder, not over the input")
+    work = out / ".embed-work"
+    exe = get_executor("local", workers)
+    run_tasks([Task(t.stem, shard_task, (str(t), str(work), models), {"batch": batch_size}) for t in tars],
+              exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
+    res = run_tasks([Task(f.stem, metadata_task, (str(f), str(work), str(out), models)) for f in files],
+                    exe, state_dir=work / "state-meta", desc="embed captions", unit="file", progress=progress)
+    rows = sum(r.stats["rows"] for r in res)
+    with_image = sum(r.stats["with_image"] for r in res)
+    return {"files": len(files), "shards": len(tars), "rows": rows, "with_image": with_image,
+            "models": [m.__dict__ for m in models], "output_dir": str(out)}

@@ -1,0 +1,373 @@
+"""``run_filter``: plan one task per metadata parquet, resume, select, write the subset + summary.
+
+Steps: (1) make the needed cached signals current (one task per file); (2) for ``--fraction``,
+find the global threshold exactly with bounded memory (:mod:`datacomp.filters.threshold`);
+(3) one task per file applies the rules to its columns and writes that file's kept uids, so a killed
+run resumes; (4) concatenate, drop ``--exclude-uids``, sort, write the ``u8,u8`` ``.npy`` and the
+summary (JSON and markdown).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.errors import DataCompError
+from datacomp.filters import metadata as md
+from datacomp.filters import threshold as th
+from datacomp.filters.registry import FilterParams, apply, columns_needed, get_filter, load_plugins
+from datacomp.filters.signals import (
+    ALL_COLUMNS,
+    SignalConfig,
+    default_signals_dir,
+    groups_for,
+    load_columns,
+    missing_groups,
+    signals_task,
+)
+from datacomp.io import atomic_path, file_fingerprint, write_json_atomic
+from datacomp.uids import UID_DTYPE, isin, read_subset, write_subset
+
+log = logging.getLogger(__name__)
+
+WHERE = "where"
+SCALE_CENTROIDS = ("small", "medium", "large", "xlarge")
+
+
+def summary_path(output: str | os.PathLike[str]) -> Path:
+    """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``)."""
+    return Path(output).with_suffix(".summary.json")
+
+
+def where_columns(where: str) -> list[str]:
+    """Signal columns an SQL expression mentions (so only those are loaded or computed)."""
+    return [c for c in ALL_COLUMNS if re.search(rf"\b{re.escape(c)}\b", where)]
+
+
+def world_assets(metadata_dir: Path) -> Path | None:
+    """``<world>/assets`` when ``metadata_dir`` is an embedded world's ``pool/metadata``."""
+    assets = metadata_dir.resolve().parent.parent / "assets"
+    return assets if (assets / "imagenet_analog_l14_img.npy").is_file() else None
+
+
+def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: float | None,
+               arch: str | None, image_based_scale: str | None) -> None:
+    """The original's ``check_args`` (minus the GPU requirement)."""
+    uses_score = bool(fdef and fdef.uses_score)
+    if uses_score:
+        if (threshold is None) == (fraction is None):
+            raise DataCompError(f"{name}: give exactly one of --threshold or --fraction")
+        if arch not in ("b32", "l14"):
+            raise DataCompError(f"{name}: --arch b32 or --arch l14 is required")
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise DataCompError(f"--fraction must be within [0, 1], got {fraction}")
+    elif threshold is not None or fraction is not None or arch is not None:
+        raise DataCompError(f"{name or '--where'}: --threshold/--fraction/--arch only apply to clip_score filters")
+    if image_based_scale is not None:
+        if not (fdef and fdef.image_based):
+            raise DataCompError(f"{name}: --image-based-scale only applies to image_based filters")
+        if image_based_scale not in SCALE_CENTROIDS:
+            raise DataCompError(f"--image-based-scale must be one of {', '.join(SCALE_CENTROIDS)}")
+
+
+def run_filter(
+    name: str | None,
+    metadata_dir: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    threshold: float | None = None,
+    fraction: float | None = None,
+    arch: str | None = None,
+    compat: bool = False,
+    where: str | None = None,
+    plugins: list[str] | tuple[str, ...] = (),
+    exclude_uids: str | os.PathLike[str] | None = None,
+    synsets: str | os.PathLike[str] | None = None,
+    centroids: str | os.PathLike[str] | None = None,
+    targets: str | os.PathLike[str] | None = None,
+    image_based_scale: str | None = None,
+    num_clusters: int | None = None,
+    seed: int = 0,
+    signals_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    executor: str = "local",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``."""
+    started = time.time()
+    metadata_dir = Path(metadata_dir)
+    output = Path(output)
+    load_plugins(list(plugins))
+    if name is None and not where:
+        raise DataCompError("give a filter --name, a --where expression, or both")
+    fdef = get_filter(name) if name else None
+    check_args(name, fdef, threshold, fraction, arch, image_based_scale)
+    files = md.list_parquets(metadata_dir)
+    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    assets = world_assets(metadata_dir)
+    exe = get_executor(executor, workers)
+    params = FilterParams(compat=compat, arch=arch, threshold=threshold)
+
+    # Inputs of the parameterised signal groups.
+    synsets_file = None
+    if fdef and fdef.needs_synsets or (where and {"in21k", "in21k_compat"} & set(where_columns(where))):
+        synsets_file = _resolve_synsets(synsets, assets)
+    centroids_file = None
+    if fdef and fdef.image_based or (where and {"cluster_l2", "cluster_dot"} & set(where_columns(where))):
+        centroids_file = _resolve_centroids(
+            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers)
+    cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
+                       str(centroids_file) if centroids_file else None)
+    if fdef and fdef.image_based:
+        from datacomp.filters.clusters import load_matrix, target_clusters
+
+        tfile = _resolve_targets(targets, assets)
+        ref = load_matrix(tfile, "target (ImageNet) embeddings")
+        cents = load_matrix(centroids_file, "centroids")  # type: ignore[arg-type]
+        params = replace(params, targets=target_clusters(ref, cents, "dot" if compat else "l2"))
+        log.info("%d target clusters of %d (from %s)", params.targets.size, cents.shape[0], tfile)  # type: ignore[union-attr]
+
+    rows = [md.num_rows(f) for f in files]
+    total = int(sum(rows))
+    if fraction is not None:
+        col = f"clip_{arch}_similarity_score"
+
+        def read_scores(f: Path) -> np.ndarray:
+            return md.read_columns(f, [col]).column(col).to_numpy(zero_copy_only=False)
+
+        def read_uids(f: Path) -> np.ndarray:
+            t = load_columns(f, ["uid_f0", "uid_f1"], None)
+            u = np.empty(t.num_rows, UID_DTYPE)
+            u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
+            return u
+
+        if total == 0:
+            cut = th.Cut(np.inf, 0)
+        elif compat:
+            cut = th.compat_cut(read_scores, files, total, fraction)
+        else:
+            cut = th.exact_cut(read_scores, read_uids, files, total, fraction)
+        params = replace(params, cut=cut, threshold=cut.threshold)
+        log.info("fraction %.4g of %d rows -> threshold %.6g", fraction, total, cut.threshold)
+
+    columns = list(columns_needed(fdef, params)) if fdef else []
+    if where:
+        columns += where_columns(where)
+    groups = groups_for(columns)
+    tasks = [Task(f.stem, signals_task, (str(f), groups, cfg), weight=n)
+             for f, n in zip(files, rows) if groups and missing_groups(f, groups, cfg)]
+    if tasks:
+        run_tasks(tasks, exe, desc=f"signals ({', '.join(groups)})", unit="row", progress=progress)
+
+    config = {"name": name, "metadata_dir": str(metadata_dir.resolve()), "compat": compat, "arch": arch,
+              "threshold": threshold, "fraction": fraction, "where": where, "plugins": [str(p) for p in plugins],
+              "synsets": cfg.synsets_file, "centroids": cfg.centroids_file,
+              "resolved_threshold": params.threshold, "files": [f.name for f in files]}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    work = output.with_name(f".{output.name}.work-{digest}")
+    tasks = [
+        Task(f.stem, filter_task, (str(f), str(work), name, where, params, cfg, list(plugins)), weight=n)
+        for f, n in zip(files, rows)
+    ]
+    results = run_tasks(tasks, exe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
+                        progress=progress)
+
+    kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
+    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
+    removed: dict[str, int] = {}
+    failing: dict[str, int] = {}
+    for r in results:
+        for k, v in r.stats["removed"].items():
+            removed[k] = removed.get(k, 0) + int(v)
+        for k, v in r.stats["failing"].items():
+            failing[k] = failing.get(k, 0) + int(v)
+    if exclude_uids:
+        excl = read_subset(exclude_uids, validate=False)
+        drop = isin(kept, excl)
+        removed["excluded"] = int(drop.sum())
+        failing["excluded"] = int(drop.sum())
+        kept = kept[~drop]
+    write_subset(output, kept)
+    summary = {
+        "name": name or WHERE,
+        "mode": "compat" if compat else "default",
+        "output": str(output),
+        "pool_size": total,
+        "kept": int(kept.shape[0]),
+        "fraction": (kept.shape[0] / total) if total else 0.0,
+        "removed": removed,
+        "failing": failing,
+        "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
+        "target_clusters": int(params.targets.size) if params.targets is not None else None,
+        "config": config,
+        "signals_dir": str(sdir),
+        "files": len(files),
+        "inputs": [file_fingerprint(f) for f in files],
+        "exclude_uids": str(exclude_uids) if exclude_uids else None,
+        "seconds": round(time.time() - started, 3),
+    }
+    write_json_atomic(summary_path(output), summary)
+    with atomic_path(summary_path(output).with_suffix(".md")) as tmp:
+        tmp.write_text(summary_markdown(summary))
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
+                cfg: SignalConfig, plugins: list[str]) -> dict[str, Any]:
+    """Engine task: apply the rules to one metadata file and write its kept uids."""
+    load_plugins(plugins)
+    f = Path(parquet)
+    fdef = get_filter(name) if name else None
+    cols = list(columns_needed(fdef, params)) if fdef else []
+    if where:
+        cols += where_columns(where)
+    table = load_columns(f, ["uid_f0", "uid_f1", *dict.fromkeys(c for c in cols if c not in ("uid_f0", "uid_f1"))],
+                         cfg)
+    rules = apply(fdef, table, params) if fdef else {}
+    if where:
+        rules[WHERE] = where_mask(table, where, f)
+    n = table.num_rows
+    keep = np.ones(n, bool)
+    removed, failing = {}, {}
+    for rule, m in rules.items():
+        removed[rule] = int(np.count_nonzero(keep & ~m))
+        failing[rule] = int(np.count_nonzero(~m))
+        keep &= m
+    uids = np.empty(int(keep.sum()), UID_DTYPE)
+    uids["f0"] = table["uid_f0"].to_numpy()[keep]
+    uids["f1"] = table["uid_f1"].to_numpy()[keep]
+    out = Path(work) / "kept" / f"{f.stem}.npy"
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, uids, allow_pickle=False)
+    return {"rows": n, "kept": int(keep.sum()), "removed": removed, "failing": failing}
+
+
+def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
+    """Rows where the SQL expression (run by DuckDB over the signal columns) is true."""
+    import duckdb
+    import pyarrow as pa
+
+    t = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads=1")
+        con.register("signals", t)
+        try:
+            rows = con.execute(f"SELECT __row FROM signals WHERE {where}").fetchnumpy()["__row"]
+        except duckdb.Error as e:
+            msg = str(e).splitlines()[0]
+            raise DataCompError(f"--where {where!r} failed on {source.name}: {msg}") from None
+    finally:
+        con.close()
+    mask = np.zeros(table.num_rows, bool)
+    mask[np.asarray(rows, np.int64)] = True
+    return mask
+
+
+def _resolve_synsets(synsets: str | os.PathLike[str] | None, assets: Path | None) -> Path:
+    if synsets:
+        return Path(synsets)
+    if assets is not None and (assets / "concepts.txt").is_file():
+        return assets / "concepts.txt"
+    from datacomp.filters.wordnet import imagenet21k_synsets_file
+
+    return imagenet21k_synsets_file()
+
+
+def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None) -> Path:
+    if targets:
+        return Path(targets)
+    if assets is not None:
+        return assets / "imagenet_analog_l14_img.npy"
+    raise DataCompError(
+        "image-based filters need the reference images' l14 embeddings: pass --targets FILE "
+        "(ImageNet-1k train embeddings, .npy or the original in1k_clip_vit_l14_*.pt concatenated)"
+    )
+
+
+def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Path,
+                       sdir: Path, compat: bool, num_clusters: int | None, seed: int,
+                       workers: int | None) -> Path:
+    if centroids:
+        return Path(centroids)
+    if scale:
+        p = Path.home() / ".cache" / "datacomp" / f"{scale}_centroids_l14.pt"
+        if not p.is_file():
+            raise DataCompError(
+                f"{p}: centroids for --image-based-scale {scale} not found; put the official "
+                f"{scale}_centroids_l14.pt there, pass --centroids FILE, or build them with "
+                "`datacomp filter build-centroids`"
+            )
+        return p
+    from datacomp.filters.clusters import build_centroids
+
+    kind = "l2" if compat else "spherical"
+    pool = hashlib.sha256(str(metadata_dir.resolve()).encode()).hexdigest()[:8]
+    path = sdir / f"centroids-auto-{pool}-{kind}-k{num_clusters or 'auto'}-s{seed}.npy"
+    if not path.is_file():
+        log.info("no --centroids given: building them from the pool's l14 embeddings into %s", path)
+        build_centroids(metadata_dir, path, num_clusters=num_clusters, seed=seed, compat=compat,
+                        signals_dir=sdir, workers=workers)
+    return path
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    """The summary as a small markdown table (pool, kept, what each rule removed)."""
+    lines = [f"# Filter `{s['name']}` ({s['mode']} mode)", "",
+             "| | rows | share of pool |", "|---|---:|---:|",
+             f"| pool | {s['pool_size']:,} | 100% |"]
+    pool = max(1, s["pool_size"])
+    for rule, n in s["removed"].items():
+        lines.append(f"| removed by `{rule}` | {n:,} | {100 * n / pool:.2f}% |")
+    lines.append(f"| **kept** | **{s['kept']:,}** | **{100 * s['fraction']:.2f}%** |")
+    if s.get("threshold") is not None:
+        lines += ["", f"Score threshold: {s['threshold']:.6g}"]
+    return "\n".join(lines) + "\n"
+
+
+
+def compute_signals(
+    metadata_dir: str | os.PathLike[str],
+    signals_dir: str | os.PathLike[str],
+    groups: list[str] | tuple[str, ...] = ("caption", "cld3", "concepts", "clusters"),
+    synsets: str | os.PathLike[str] | None = None,
+    centroids: str | os.PathLike[str] | None = None,
+    compat: bool = False,
+    num_clusters: int | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    executor: str = "local",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fill the signals cache for every metadata file (so later ``--where`` runs only read it)."""
+    from datacomp.filters.signals import GROUP_COLUMNS
+
+    metadata_dir = Path(metadata_dir)
+    sdir = Path(signals_dir)
+    unknown = [g for g in groups if g not in GROUP_COLUMNS]
+    if unknown:
+        raise DataCompError(f"unknown signal group(s) {unknown}; choose from {', '.join(GROUP_COLUMNS)}")
+    files = md.list_parquets(metadata_dir)
+    assets = world_assets(metadata_dir)
+    syn = _resolve_synsets(synsets, assets) if "concepts" in groups else None
+    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers)
+           if "clusters" in groups else None)
+    cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None)
+    rows = [md.num_rows(f) for f in files]
+    tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg), weight=n)
+             for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
+    results = run_tasks(tasks, get_executor(executor, workers), desc="signals", unit="row", progress=progress)
+    return {"files": len(files), "rows": int(sum(rows)), "computed_files": len(results), "groups": list(groups),
+            "signals_dir": str(sdir), "synsets": cfg.synsets_file, "centroids": cfg.centroids_file}
