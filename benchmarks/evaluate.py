@@ -3,9 +3,10 @@
     python benchmarks/evaluate.py [--scale test|full] [--threads 2]
 
 Ours: the model is loaded once, each task's tars are read in one pass (labels and group metadata
-with the images), text classifiers are cached. Baseline, measured in the same run on the same
-data: the original's flow — the model re-created for every task, the classifier rebuilt every
-task, and a second pass over the tars for tasks with group metadata (WILDS / fairness).
+with the images), text classifiers are cached, batches of 256. Baseline, measured in the same run on
+the same data: the original's flow — batches of 64, the model re-created for every task, the
+classifier rebuilt every task, and a second pass over the tars for tasks with group metadata.
+Runs alternate and the best of ``--repeat`` is kept (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", choices=["test", "full"], default="test", help="embedded suite size")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=256, help="ours")
+    ap.add_argument("--baseline-batch-size", type=int, default=64, help="the original's default")
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -62,18 +65,21 @@ def main() -> None:
         tasks_file = suite / "eval_tasks.json"
         n = count_images(suite, tasks_file)
         load_model(MODEL)  # warm imports and open_clip's config registry for both runs
-        t0 = time.perf_counter()
-        evaluate(Path(tmp) / "ours", model=MODEL, suite="embedded", data_dir=suite, batch_size=args.batch_size,
-                 device="cpu", progress=False)
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        original_flow(suite, tasks_file, args.batch_size)
-        t_base = time.perf_counter() - t0
+        t_ours = t_base = float("inf")
+        for i in range(args.repeat):
+            _CLASSIFIER_CACHE.clear()
+            t0 = time.perf_counter()
+            evaluate(Path(tmp) / f"ours{i}", model=MODEL, suite="embedded", data_dir=suite,
+                     batch_size=args.batch_size, device="cpu", progress=False)
+            t_ours = min(t_ours, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            original_flow(suite, tasks_file, args.baseline_batch_size)
+            t_base = min(t_base, time.perf_counter() - t0)
         ntasks = len(list_tasks("embedded", tasks_file))
-    print(f"embedded suite ({args.scale}): {ntasks} tasks, {n} images, {args.threads} threads, batch {args.batch_size}")
-    print(f"  datacomp evaluate : {t_ours:7.1f} s  {n / t_ours:7.1f} images/s")
-    print(f"  original flow     : {t_base:7.1f} s  {n / t_base:7.1f} images/s")
-    print(f"  speed-up          : {t_base / t_ours:7.2f}x")
+    print(f"embedded suite ({args.scale}): {ntasks} tasks, {n} images, {args.threads} threads, best of {args.repeat}")
+    print(f"  datacomp evaluate (batch {args.batch_size:4d}): {t_ours:7.1f} s  {n / t_ours:7.1f} images/s")
+    print(f"  original flow     (batch {args.baseline_batch_size:4d}): {t_base:7.1f} s  {n / t_base:7.1f} images/s")
+    print(f"  speed-up                       : {t_base / t_ours:7.2f}x")
 
 
 if __name__ == "__main__":

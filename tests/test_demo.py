@@ -12,7 +12,7 @@ from datacomp.demo import BASELINES, DEFAULT_FILTERS, run_demo
 from datacomp.errors import DataCompError
 
 # A test-only budget: the CLI always trains at the fixed `tiny` scale.
-SMALL_BUDGET = {"train_num_samples": 1024, "batch_size": 64, "warmup": 2, "num_checkpoints": 1}
+SMALL_BUDGET = {"train_num_samples": 512, "batch_size": 64, "warmup": 2, "num_checkpoints": 1}
 
 
 def test_default_baselines_cover_the_issue():

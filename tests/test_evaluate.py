@@ -163,16 +163,28 @@ def test_resume_and_force(tmp_path, finished, suite, ckpt):
     with open(out / "eval_results.jsonl", "a") as f:
         f.write('{"key": "embedded/gro')
     # --force re-runs the named task; still one line per task, same numbers (deterministic)
-    _run(out, suite, ckpt, tasks=["embedded/colors3"], force=True)
+    _run(out, suite, ckpt, tasks=["embedded/colors3"], force=True, cache_dir=tmp_path / "clf")
     again = read_results(out / "eval_results.jsonl")
     assert sorted(r["key"] for r in again) == sorted(by) and again[-1] == by["embedded/colors3"]
+    # the classifier went to the disk cache; a fresh process-level cache reads it back, same numbers
+    assert len(list((tmp_path / "clf").glob("classifier-*.npy"))) == 1
+    from datacomp.evaluate.runner import _CLASSIFIER_CACHE
+
+    _CLASSIFIER_CACHE.clear()
+    _run(out, suite, ckpt, tasks=["embedded/colors3"], force=True, cache_dir=tmp_path / "clf")
+    assert read_results(out / "eval_results.jsonl")[-1] == by["embedded/colors3"]
 
 
 def test_results_of_another_model_are_not_mixed(tmp_path, suite, ckpt):
     out = tmp_path / "eval"
     _run(out, suite, ckpt, tasks=["embedded/colors3"])
+    _run(out, suite, ckpt, tasks=["embedded/captions"])
     with pytest.raises(DataCompError, match="another model"):
         evaluate(out, model=MODEL, suite="embedded", data_dir=suite[0], tasks_file=suite[1], progress=False)
+    # --force replaces every line of the old model, not only the tasks it re-runs
+    evaluate(out, model=MODEL, suite="embedded", data_dir=suite[0], tasks_file=suite[1], progress=False,
+             tasks=["embedded/colors3"], force=True)
+    assert [r["key"] for r in read_results(out / "eval_results.jsonl")] == ["embedded/colors3"]
 
 
 def test_same_acc1_as_clip_benchmark(tmp_path, suite, ckpt):
@@ -185,7 +197,8 @@ def test_same_acc1_as_clip_benchmark(tmp_path, suite, ckpt):
     from datacomp.models import load_model
 
     root, tasks_file = suite
-    ours = _run(tmp_path / "eval", suite, ckpt, tasks=["embedded/shapes"], batch_size=7)[0]["metrics"]
+    # two loader processes over the two shards: the DataLoader path, whose sample order differs
+    ours = _run(tmp_path / "eval", suite, ckpt, tasks=["embedded/shapes"], batch_size=7, workers=2)[0]["metrics"]
     loaded = load_model(MODEL, ckpt)
     images, labels = [], []
     for tar in sorted((root / "embedded-shapes" / "test").glob("*.tar")):
@@ -321,3 +334,31 @@ def test_cli_evaluate_and_tasks(tmp_path, finished, suite, ckpt, capsys):
     assert "40 tasks, 38 scored" in out and "WinoGAViL" in out
     assert main(["tasks", "--suite", "embedded", "--tasks-file", str(tasks_file)]) == 0
     assert "embedded/groups" in capsys.readouterr().out
+
+
+def test_world_eval_suite(world, ckpt, tmp_path):
+    """The embedded world's own suite (its eval_tasks.json beside the data is picked up)."""
+    keys = ["embedded/count", "embedded/retrieval", "embedded/fairness"]
+    res = evaluate(tmp_path / "e", model=MODEL, checkpoint=ckpt, suite="embedded", tasks=keys,
+                   data_dir=world.eval_suite, progress=False)
+    by = {r["key"]: r["metrics"] for r in res}
+    assert list(by) == keys
+    assert by["embedded/count"]["acc5"] is None and 0 <= by["embedded/count"]["main_metric"] <= 1
+    assert by["embedded/retrieval"]["main_metric"] == by["embedded/retrieval"]["mean_recall@1"]
+    fair = by["embedded/fairness"]
+    assert fair["main_metric"] == fair["acc_wg"] and any(k.startswith("acc_background:") for k in fair)
+    with pytest.raises(DataCompError, match=r"missing 11 \(embedded/shapes, "):
+        aggregate(res, "embedded")
+
+
+@pytest.mark.slow
+def test_world_full_suite_aggregate(world, ckpt, tmp_path):
+    res = evaluate(tmp_path / "e", model=MODEL, checkpoint=ckpt, suite="embedded", data_dir=world.eval_suite,
+                   progress=False)
+    tasks = list_tasks("embedded")
+    assert [r["key"] for r in res] == [t.key for t in tasks]
+    agg = aggregate(res, "embedded")
+    main = {r["key"]: r["metrics"]["main_metric"] for r in res}
+    assert agg["Average"] == pytest.approx(np.mean(list(main.values())))
+    shifts = [t.key for t in tasks if t.aggregate == "imagenet_dist_shift"]
+    assert agg["ImageNet dist. shifts"] == pytest.approx(np.mean([main[k] for k in shifts]))

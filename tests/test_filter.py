@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from test_filter_world import make_pool
 
 from datacomp.filters import run_filter
 from datacomp.filters.clusters import load_matrix
 from datacomp.uids import hex_to_uids, read_subset, sort_uids
+from test_filter_world import make_pool
 
 
 @pytest.fixture(scope="session")

@@ -64,7 +64,8 @@ def make_pool(root: Path, files: int = 3, rows: int = 400, seed: int = 0, dim: i
     assets.mkdir(exist_ok=True)
     ref_cl = rng.integers(0, 5, 300)  # the reference set covers 5 of the 12 modes
     ref = centers[ref_cl] + 0.2 * rng.normal(size=(300, dim)).astype(np.float32)
-    np.save(assets / "imagenet_analog_l14_img.npy", (ref / np.linalg.norm(ref, axis=1, keepdims=True)).astype(np.float32))
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.save(assets / "imagenet_analog_l14_img.npy", ref.astype(np.float32))
     np.save(assets / "imagenet_analog_labels.npy", ref_cl.astype(np.int64))
     (assets / "concepts.txt").write_text("\n".join(CONCEPTS) + "\n")
     return meta

@@ -124,3 +124,21 @@ def test_leaderboard_cli(exps, capsys):
     out = capsys.readouterr().out
     assert "paper: CLIP score (L/14, 30%)" in out and "0.173" in out and "clip_score_30" in out
     assert "beats 9 of 9 paper baselines" in out
+
+
+def test_report_shows_an_untrained_empty_subset(exps, tmp_path):
+    from datacomp.io import write_json_atomic
+    from datacomp.uids import UID_DTYPE, write_subset
+
+    pool, dirs = exps
+    empty = tmp_path / "laion2b"
+    empty.mkdir()
+    write_subset(empty / "laion2b.npy", np.zeros(0, UID_DTYPE))
+    write_json_atomic(empty / "laion2b.summary.json", {"pool_size": 300, "kept": 0, "removed": {"b32>=0.28": 300}})
+    with pytest.raises(DataCompError, match="no eval_results.jsonl"):
+        load_experiment(empty)
+    exps_ = load_experiments([*dirs, empty], require_runs=False)
+    rows = leaderboard_rows(exps_)
+    assert rows[2]["size"] == 0 and math.isnan(rows[2]["Average"][0]) and rows[2]["seeds"] == 0
+    page = build_report(exps_, tmp_path / "r.html", pool=pool, gallery_size=2).read_text()
+    assert "<td>laion2b</td><td class=\"num\">0</td><td class=\"num\">-</td>" in page

@@ -19,6 +19,7 @@ import pytest
 
 from datacomp import uids as U
 from datacomp.cli import main
+from datacomp.engine import LocalExecutor
 from datacomp.errors import DataCompError
 from datacomp.pool.shards import ShardWriter, iter_tar_samples, list_shards, sample_key
 from datacomp.reshard import load_uid_filter, plan_outputs, reshard
@@ -125,6 +126,7 @@ def test_output_is_exactly_the_subset_with_identical_bytes(pool, tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["output_shard_count"] == len(names) and meta["output_shard_format"] == "{:08d}.tar"
     assert s["output_count"] == len(samples) == sum(want.values())
+    assert s["output_shards_general_path"] == 0  # plain ustar inputs: every shard took the block path
     assert s["subset_duplicates"] == sum(n - 1 for n in Counter(chosen).values()) and s["missing_uids"] == 1
     assert (out / "missing_uids.txt").read_text() == "0123456789abcdef" * 2 + "\n"
     assert load_uid_filter(out) is None  # a copied reshard is not a uid filter
@@ -135,7 +137,8 @@ def test_output_readable_by_webdataset_and_tarfile(pool, tmp_path):
 
     shards, uids = pool
     sub = _subset(tmp_path / "sub.npy", uids[::2] + uids[:3])  # spans several output shards
-    reshard(shards, tmp_path / "out", sub, shard_size=400, workers=2, progress=False)
+    s = reshard(shards, tmp_path / "out", sub, shard_size=400, progress=False, executor=LocalExecutor(2))
+    assert s["processes"] == 2 and s["output_shard_count"] > 2
     tars = [str(p) for p in list_shards(tmp_path / "out")]
     got = list(wds.WebDataset(tars, shardshuffle=False, empty_check=False).to_tuple("__key__", "jpg", "txt", "json"))
     assert sorted(k for k, *_ in got) == sorted(k for k, _ in _output_samples(tmp_path / "out"))
@@ -296,13 +299,13 @@ def test_blur_from_metadata_parquet(faces_pool, tmp_path):
 def test_no_copy_uid_filter(pool, tmp_path):
     shards, uids = pool
     tars = list_shards(shards)
-    in_two = [json.loads(m["json"])["uid"] for t in (tars[1], tars[3]) for _, m in iter_tar_samples(t)][::2]
+    in_two = [json.loads(m["json"])["uid"] for t in (tars[0], tars[2]) for _, m in iter_tar_samples(t)][::2]
     sub = _subset(tmp_path / "s.npy", in_two + in_two[:2])
     rc = main(["reshard", "--no-copy", "-i", str(shards), "-o", str(tmp_path / "nc"), "-s", str(sub),
                "--no-progress"])
     assert rc == 0 and not list_shards(tmp_path / "nc")
     shard_list, keep = load_uid_filter(tmp_path / "nc")
-    assert shard_list == [str(tars[1]), str(tars[3])]
+    assert shard_list == [str(tars[0]), str(tars[2])]
     chosen = set(in_two)
     assert all(keep(u) == (u in chosen) for u in uids)
     assert keep.contains(uids).tolist() == [u in chosen for u in uids]
@@ -320,9 +323,13 @@ def test_plan_splits_repeats_across_full_shards():
     plans = plan_outputs(sel, shard_size=3)
     assert [p.count for p in plans] == [3, 3, 2]
     p0, p1, p2 = plans
-    assert [(pc.tar, pc.keys, pc.j0, pc.n) for pc in p0.pieces] == [("x.tar", ["a", "b"], [0, 0], [1, 2])]
-    assert [(pc.tar, pc.keys, pc.j0, pc.n) for pc in p1.pieces] == [("x.tar", ["b", "c"], [2, 0], [1, 2])]
-    assert [(pc.tar, pc.keys, pc.j0, pc.n) for pc in p2.pieces] == [("y.tar", ["a"], [0], [2])]
+    def rows(plan):
+        return [(pc.tar, pc.keys.tolist(), pc.uids.astype(str).tolist(), pc.j0.tolist(), pc.n.tolist())
+                for pc in plan.pieces]
+
+    assert rows(p0) == [("x.tar", ["a", "b"], hexes[:2], [0, 0], [1, 2])]
+    assert rows(p1) == [("x.tar", ["b", "c"], hexes[1:], [2, 0], [1, 2])]
+    assert rows(p2) == [("y.tar", ["a"], hexes[:1], [0], [2])]
 
 
 def test_fast_and_general_paths_write_identical_bytes(pool, tmp_path):
@@ -330,7 +337,7 @@ def test_fast_and_general_paths_write_identical_bytes(pool, tmp_path):
     from datacomp.reshard.plan import iter_indexes, select
 
     shards, uids = pool
-    sub = U.read_subset(_subset(tmp_path / "s.npy", _selection(uids)))
+    sub = U.read_subset(_subset(tmp_path / "s.npy", uids[::50] + uids[::100]))
     sels, _ = select(iter_indexes(list_shards(shards), 1), sub)
     plans = plan_outputs(sels, shard_size=40, seed=3)
     assert len(plans[0].pieces) > 1

@@ -87,6 +87,7 @@ class _Progress:
             self._p.stop()
 
     def step(self, label: str) -> None:
+        log.info("%s", label)  # the bar redraws in a terminal; a log file still shows each step
         if self._p is not None:
             self._p.update(self._task, description=label)
 
@@ -178,7 +179,7 @@ def run_demo(
                 timed("evaluate", lambda exp=exp, name=name, seed=seed: _evaluate(out, exp, name, seed, w))
                 prog.advance()
         prog.step("report: leaderboard and HTML report")
-        exps = load_experiments(exp_dirs)
+        exps = load_experiments(exp_dirs, require_runs=False)
         rows = leaderboard_rows(exps)
         report = timed("report", lambda: build_report(
             exps, out / "report.html", pool=w.pool, gallery_size=report_gallery,
@@ -223,13 +224,16 @@ def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
 
 
 def _train(out: Path, exp: Path, name: str, seed: int, scale: str, workers: int,
-           overrides: dict[str, Any] | None) -> Path:
+           overrides: dict[str, Any] | None) -> Path | None:
     from datacomp.train import TrainConfig, train
 
     run_name = f"seed{seed}"
     ckpt = exp / run_name / "checkpoints" / "epoch_latest.pt"
     if _done(out, "train", f"{name}-{run_name}") and ckpt.is_file():
         return ckpt
+    if _empty(exp, name):
+        log.warning("%s: the subset is empty; nothing to train (the row shows no scores)", name)
+        return None
     cfg = TrainConfig.from_scale(scale, seed=seed)
     cfg = dataclasses.replace(cfg, workers=min(cfg.workers, workers), **(overrides or {}))
     res = train(str(exp / "shards"), exp, run_name, cfg, progress=False)
@@ -239,6 +243,8 @@ def _train(out: Path, exp: Path, name: str, seed: int, scale: str, workers: int,
 
 def _evaluate(out: Path, exp: Path, name: str, seed: int, world: Any) -> None:
     run_name = f"seed{seed}"
+    if _empty(exp, name):
+        return
     if _done(out, "evaluate", f"{name}-{run_name}") and (exp / run_name / "eval_results.jsonl").is_file():
         return
     from datacomp.evaluate import evaluate
@@ -246,6 +252,13 @@ def _evaluate(out: Path, exp: Path, name: str, seed: int, world: Any) -> None:
     results = evaluate(exp / run_name, train_output_dir=exp / run_name, suite="embedded",
                        data_dir=world.eval_suite, progress=False)
     _mark(out, "evaluate", f"{name}-{run_name}", {"tasks": len(results)})
+
+
+def _empty(exp: Path, name: str) -> bool:
+    """True when the filter kept nothing (a baseline can, e.g. laion2b on a pool with low B/32 scores)."""
+    import numpy as np
+
+    return int(np.load(exp / f"{name}.npy", mmap_mode="r").shape[0]) == 0
 
 
 def read_record(out: str | Path) -> dict[str, Any]:

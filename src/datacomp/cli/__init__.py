@@ -27,6 +27,8 @@ COMMANDS: list[str] = [
     "leaderboard",
     "demo",
     "synth",
+    "embed",
+    "dedup",
     "tasks",
     "download_evalsets",
     "scales",

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "folder; datacomp: from `datacomp download-evalsets`)")
     p.add_argument("--download", action="store_true", help="fetch missing DataComp sets from the Hugging Face Hub")
     p.add_argument("--force", action="store_true", help="re-run tasks that already have a result line")
-    p.add_argument("--batch-size", type=int, help="images per batch (default: 256 on GPU, 64 on CPU)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default 256; the original used 64)")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--workers", type=int, help="data loader processes (default: 8 on GPU, 0 on CPU)")
     p.add_argument("--cache-dir", help="keep zero-shot text classifiers here across runs")

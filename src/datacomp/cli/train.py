@@ -18,7 +18,8 @@ the global batch and step count stay the same whatever N. Re-running the same co
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub, "train", "train the scale's fixed open_clip recipe on shards", DESCRIPTION)
-    p.add_argument("--scale", required=True, choices=available_scales(), help="DataComp scale (tiny: the embedded CPU scale)")
+    p.add_argument("--scale", required=True, choices=available_scales(),
+                   help="DataComp scale (tiny: the embedded CPU scale)")
     p.add_argument("--data-dir", "--data_dir", required=True,
                    help="shard dir(s) or .tar file(s), several separated by '::' (reshard outputs, img2dataset shards)")
     p.add_argument("--output-dir", "--output_dir", type=Path, required=True, help="where <exp-name>/ is written")
@@ -29,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train only on samples whose uid is in this subset file (.npy), without resharding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
-                   help="data loader processes per device (default: 0 for tiny, 4 otherwise); part of the run's identity")
-    p.add_argument("--precision", default=None, choices=["amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32"],
+                   help="data loader processes per device (default: 0 for tiny, 4 otherwise); "
+                   "part of the run's identity")
+    p.add_argument("--precision", default=None,
+                   choices=["amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32"],
                    help="default: the scale's (amp; fp32 for tiny); amp/fp16 fall back to fp32 on a CPU")
     p.add_argument("--accum-freq", "--accum_freq", type=int, default=1,
                    help="gradient accumulation steps (the global batch stays the scale's)")

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,7 @@ def embed_pool(
               exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
     res = run_tasks([Task(f.stem, metadata_task, (str(f), str(work), str(out), models)) for f in files],
                     exe, state_dir=work / "state-meta", desc="embed captions", unit="file", progress=progress)
+    shutil.rmtree(work, ignore_errors=True)
     rows = sum(r.stats["rows"] for r in res)
     with_image = sum(r.stats["with_image"] for r in res)
     return {"files": len(files), "shards": len(tars), "rows": rows, "with_image": with_image,

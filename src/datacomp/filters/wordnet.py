@@ -158,12 +158,16 @@ def read_entity_file(path: str | os.PathLike[str]) -> tuple[frozenset[int], froz
 
 
 def imagenet21k_synsets_file() -> Path:
-    """The ImageNet-21k wnid list shipped in the timm wheel (same bytes as DataComp's asset)."""
-    try:
-        import timm
-    except ImportError:
-        raise MissingDependencyError("timm", why="the ImageNet-21k synset list") from None
-    p = Path(timm.__file__).parent / "data" / "_info" / "imagenet21k_goog_synsets.txt"
+    """The ImageNet-21k wnid list shipped in the timm wheel (same bytes as DataComp's asset).
+
+    Located without importing timm (which imports torch: seconds of start-up for a text file).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.origin:
+        raise MissingDependencyError("timm", why="the ImageNet-21k synset list")
+    p = Path(spec.origin).parent / "data" / "_info" / "imagenet21k_goog_synsets.txt"
     if not p.is_file():
         raise DataCompError(f"{p}: not found in the installed timm; pass --synsets FILE")
     return p

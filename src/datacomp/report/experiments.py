@@ -169,8 +169,12 @@ def _subset_for(d: Path, summary_path: Path | None, summary: dict[str, Any] | No
     return npys[0] if len(npys) == 1 else None
 
 
-def load_experiment(path: str | Path, name: str | None = None) -> Experiment:
-    """Load an experiment directory (or a single ``eval_results.jsonl``)."""
+def load_experiment(path: str | Path, name: str | None = None, require_runs: bool = True) -> Experiment:
+    """Load an experiment directory (or a single ``eval_results.jsonl``).
+
+    ``require_runs=False`` accepts a directory with no evaluated model yet (e.g. an empty subset
+    that could not be trained): it is shown with its size and no scores.
+    """
     path = Path(path)
     if path.is_file():
         if path.suffix != ".jsonl":
@@ -186,14 +190,14 @@ def load_experiment(path: str | Path, name: str | None = None) -> Experiment:
     for res in sorted(path.rglob(RESULTS_NAME)):
         rec = res.parent / TRAIN_RECORD
         runs.append(Run(res.parent, read_eval_results(res), _read_json(rec) if rec.is_file() else None))
-    if not runs:
+    if not runs and require_runs:
         raise DataCompError(f"{path}: no {RESULTS_NAME} under this directory; run `datacomp evaluate` first")
     return Experiment(name or path.name, path, _subset_for(path, summary_path, summary), summary, runs)
 
 
-def load_experiments(paths: list[str | Path]) -> list[Experiment]:
+def load_experiments(paths: list[str | Path], require_runs: bool = True) -> list[Experiment]:
     """Load several experiments; names must be unique (the directory names label the rows)."""
-    exps = [load_experiment(p) for p in paths]
+    exps = [load_experiment(p, require_runs=require_runs) for p in paths]
     seen: dict[str, int] = {}
     for e in exps:
         n = seen.get(e.name, 0)

@@ -37,7 +37,7 @@ def write_output_shard(
     """
     out = Path(out_dir)
     name = shard_name(index)
-    planned = sum(sum(p.n) for p in pieces)
+    planned = sum(int(p.n.sum()) for p in pieces)
     rng = random.Random(f"{seed}-{index}")
     st: dict[str, Any] = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
     with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "wb", buffering=1 << 20) as f:
@@ -116,7 +116,8 @@ def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: 
         count += 1
 
     for piece in pieces:
-        want = {k: (u, j, n) for k, u, j, n in zip(piece.keys, piece.uids, piece.j0, piece.n, strict=True)}
+        want = {k: (u, j, n) for k, u, j, n in zip(piece.keys.tolist(), piece.uids.astype("U32").tolist(),
+                                                    piece.j0.tolist(), piece.n.tolist(), strict=True)}
         done: set[str] = set()
         with mapped(piece.tar) as buf, memoryview(buf) as mv:
             cur: str | None = None

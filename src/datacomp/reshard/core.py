@@ -27,6 +27,9 @@ STATE_DIR = ".reshard"  # completion markers and the run's fingerprint (hidden: 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
 OUTPUT_STATS_FORMAT = "{:08d}_stats.json"
 MISSING_FILE = "missing_uids.txt"
+# Starting a worker process costs about a second (spawn + imports) while one process copies tens of
+# thousands of samples per second, so small outputs are copied in-process; --workers is the cap.
+MIN_SAMPLES_PER_PROCESS = 100_000
 
 
 def reshard(
@@ -68,11 +71,11 @@ def reshard(
         "input_dir": [str(d) for d in ins], "output_dir": str(out), "subset_file": str(subset_path),
         "shard_size": shard_size, "shuffle_bufsize": shuffle_bufsize, "seed": seed, "blur": blur,
         "blur_metadata": str(blur_metadata) if blur_metadata else None, "blur_quality": blur_quality,
-        "no_copy": no_copy, "workers": workers, "output_shard_format": OUTPUT_SHARD_FORMAT,
+        "no_copy": no_copy, "max_workers": workers, "output_shard_format": OUTPUT_SHARD_FORMAT,
         "output_shard_stats_format": OUTPUT_STATS_FORMAT,
     }
     fingerprint = {
-        "config": {k: v for k, v in config.items() if k not in ("output_dir", "workers")},
+        "config": {k: v for k, v in config.items() if k not in ("output_dir", "max_workers")},
         "subset": {k: v for k, v in file_fingerprint(subset_path).items() if k != "path"},
         "shards": [[str(t), t.stat().st_size] for t in tars],
     }
@@ -119,7 +122,10 @@ def reshard(
              weight=p.count)
         for p in plans
     ]
-    ex = executor or get_executor("local", min(workers, max(1, len(tasks))))
+    total = sum(p.count for p in plans)
+    per_process = MIN_SAMPLES_PER_PROCESS // (20 if blur else 1)  # blurring costs ms per image
+    procs = max(1, min(workers, len(tasks), -(-total // per_process)))
+    ex = executor or get_executor("local", procs)
     t0 = time.perf_counter()
     results = run_tasks(tasks, ex, state_dir=out / STATE_DIR, desc="reshard", unit="sample", progress=progress)
     copy_seconds = time.perf_counter() - t0
@@ -130,10 +136,12 @@ def reshard(
         blur_count=sum(r.stats.get("blurred", 0) for r in results),
         blur_time=round(sum(r.stats.get("blur_seconds", 0.0) for r in results), 3),
         bytes_written=sum(r.stats.get("bytes", 0) for r in results),
+        output_shards_general_path=sum(r.stats.get("path") == "general" for r in results),
     )
     n_now = sum(r.stats["samples"] for r in copied)
     b_now = sum(r.stats["bytes"] for r in copied)
     counts["copy_seconds"] = round(copy_seconds, 3)
+    counts["processes"] = ex.workers
     counts["samples_per_s"] = round(n_now / copy_seconds, 1) if copy_seconds > 0 else None
     counts["mb_per_s"] = round(b_now / 1e6 / copy_seconds, 2) if copy_seconds > 0 else None
     if resumed or counts["output_shards_resumed"]:
@@ -212,7 +220,7 @@ def _load_boxes(source: str | os.PathLike[str], plans: list[OutputPlan]) -> dict
     files = sorted(src.glob("*.parquet")) if src.is_dir() else [src]
     if not files:
         raise DataCompError(f"{src}: no .parquet files with uid and face_bboxes columns")
-    wanted = U.hex_to_uids(np.asarray([u for p in plans for pc in p.pieces for u in pc.uids], dtype="U32"))
+    wanted = U.hex_to_uids(np.concatenate([pc.uids for p in plans for pc in p.pieces]))
     boxes: dict[str, list[list[float]]] = {}
     for f in files:
         names = pq.read_schema(f).names
@@ -230,7 +238,7 @@ def _load_boxes(source: str | os.PathLike[str], plans: list[OutputPlan]) -> dict
 
 
 def _task_boxes(boxes: dict[str, list[list[float]]], plan: OutputPlan) -> dict[str, list[list[float]]]:
-    return {u: boxes[u] for pc in plan.pieces for u in pc.uids if u in boxes}
+    return {u: boxes[u] for pc in plan.pieces for u in pc.uids.astype("U32").tolist() if u in boxes}
 
 
 def _finish(out: Path, config: dict[str, Any], counts: dict[str, Any], started: float,

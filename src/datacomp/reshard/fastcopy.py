@@ -56,7 +56,7 @@ def fast_plan(pieces: list[Piece]) -> FastPlan | None:
             lay = scan_layout(buf, piece.tar)
             if lay is None:
                 return None
-            want = np.asarray([k.encode() for k in piece.keys])
+            want = np.char.encode(piece.keys, "utf-8")
             order = np.argsort(want)
             sk = want[order]
             pos = np.minimum(np.searchsorted(sk, lay.key), sk.size - 1)
@@ -65,10 +65,10 @@ def fast_plan(pieces: list[Piece]) -> FastPlan | None:
             starts = np.flatnonzero(np.r_[True, (w[1:] != w[:-1]) | (m_idx[1:] != m_idx[:-1] + 1)])
             if np.unique(w).size != starts.size:
                 return None  # a sample's members are not consecutive: general path
-            if starts.size != len(piece.keys):
+            if starts.size != piece.keys.size:
                 found = set(w[starts].tolist())
-                lost = next(k for i, k in enumerate(piece.keys) if i not in found)
-                raise missing_error(piece.tar, lost, len(piece.keys) - starts.size)
+                lost = next(k for i, k in enumerate(piece.keys.tolist()) if i not in found)
+                raise missing_error(piece.tar, lost, piece.keys.size - starts.size)
             cnt = np.diff(np.r_[starts, m_idx.size])
             mlen = 1 + lay.nblk[m_idx]
             ends = np.cumsum(mlen)
@@ -78,8 +78,7 @@ def fast_plan(pieces: list[Piece]) -> FastPlan | None:
             ws = w[starts]
             parts.append((
                 np.full(starts.size, pi), sample_len, n_members + starts, cnt,
-                np.asarray(piece.uids, dtype="S32")[ws], np.asarray(piece.j0, np.int64)[ws],
-                np.asarray(piece.n, np.int64)[ws], lay.hdr[m_idx], mlen, rel, lay.ext[m_idx], lay.size[m_idx],
+                piece.uids[ws], piece.j0[ws], piece.n[ws], lay.hdr[m_idx], mlen, rel, lay.ext[m_idx], lay.size[m_idx],
                 lay.mtime[m_idx],
             ))
             n_members += m_idx.size
@@ -139,16 +138,16 @@ def fast_write(f: BinaryIO, pieces: list[Piece], fp: FastPlan, bufsize: int, rng
         ma, mb = np.searchsorted(oe, [a, b])  # output members of emissions a..b-1
         for pi in np.unique(m_piece[ma:mb]).tolist():
             sel = ma + np.flatnonzero(m_piece[ma:mb] == pi)
-            src = ranges_to_index(fp.src_hdr[om[sel]], fp.mlen[om[sel]])
-            d0 = int(hdr_at[sel[0]]) - base
-            contiguous = sel.size == sel[-1] - sel[0] + 1  # always, unless shuffled
+            s0, ln, d0 = fp.src_hdr[om[sel]], fp.mlen[om[sel]], hdr_at[sel] - base
+            # merge members adjacent in both input and output into runs: one slice copy per run
+            brk = np.flatnonzero((s0[1:] != s0[:-1] + ln[:-1]) | (d0[1:] != d0[:-1] + ln[:-1])) + 1
+            starts = np.r_[0, brk]
+            run_len = np.add.reduceat(ln, starts)
             with mapped(pieces[pi].tar) as buf:
                 arr = np.frombuffer(buf, dtype=np.uint8)
                 blocks = arr[: arr.size // BLOCK * BLOCK].reshape(-1, BLOCK)
-                if contiguous:
-                    np.take(blocks, src, axis=0, out=out[d0 : d0 + src.size])
-                else:
-                    out[ranges_to_index(hdr_at[sel] - base, fp.mlen[om[sel]])] = blocks[src]
+                for src, dst, n in zip(s0[starts].tolist(), d0[starts].tolist(), run_len.tolist(), strict=True):
+                    out[dst : dst + n] = blocks[src : src + n]
                 del arr, blocks
         out[hdr_at[ma:mb] - base] = hdrs[ma:mb]
         f.write(memoryview(out).cast("B"))

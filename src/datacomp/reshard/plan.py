@@ -37,13 +37,17 @@ class Selection:
 
 @dataclass
 class Piece:
-    """Samples of one input shard that go into one output shard: write ``n[i]`` copies from ``j0[i]``."""
+    """Samples of one input shard that go into one output shard: write ``n[i]`` copies from ``j0[i]``.
+
+    Numpy arrays, not lists: a plan holds every selected sample, so it stays compact (about 100 bytes
+    per sample) and pickles fast to worker processes.
+    """
 
     tar: str
-    keys: list[str]
-    uids: list[str]  # 32-hex
-    j0: list[int]
-    n: list[int]
+    keys: np.ndarray  # U: tar member keys
+    uids: np.ndarray  # S32: 32-hex uids
+    j0: np.ndarray  # int64
+    n: np.ndarray  # int64
 
 
 @dataclass
@@ -53,7 +57,7 @@ class OutputPlan:
 
     @property
     def count(self) -> int:
-        return sum(sum(p.n) for p in self.pieces)
+        return sum(int(p.n.sum()) for p in self.pieces)
 
 
 @dataclass
@@ -124,7 +128,8 @@ def plan_outputs(selections: list[Selection], shard_size: int, seed: int | None 
     g = 0  # emissions planned so far
     for i in order:
         sel = selections[i]
-        hexes = U.uids_to_hex(sel.uids)
+        hexes = U.uids_to_hex(sel.uids).astype("S32")
+        keys = sel.keys.astype(str)
         end = np.cumsum(sel.counts)
         start = end - sel.counts
         total = int(end[-1]) if end.size else 0
@@ -138,7 +143,7 @@ def plan_outputs(selections: list[Selection], shard_size: int, seed: int | None 
             if s == len(plans):
                 plans.append(OutputPlan(s))
             plans[s].pieces.append(
-                Piece(str(sel.tar), sel.keys[rows].tolist(), hexes[rows].tolist(), j0.tolist(), n.tolist())
+                Piece(str(sel.tar), keys[rows], hexes[rows], j0.astype(np.int64), n.astype(np.int64))
             )
             lo = hi
         g += total

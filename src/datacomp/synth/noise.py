@@ -29,7 +29,7 @@ class NoiseMix:
 
     Defaults and why each resembles CommonPool:
 
-    - ``misaligned`` 0.15: alt-text of another image (templated pages, galleries, wrong <img>).
+    - ``misaligned`` 0.10: alt-text of another image (templated pages, galleries, wrong <img>).
     - ``wrong_attributes`` 0.04: the right object with a wrong colour, count or shape word.
     - ``non_english`` 0.30: captions in es/de/fr/it. Roughly half of CommonPool is not English;
       for an English-evaluated model they carry no usable description, so they describe a random
@@ -43,7 +43,7 @@ class NoiseMix:
     - ``sketch`` / ``digits``: shares of outline-style scenes and rendered digits among all scenes.
     """
 
-    misaligned: float = 0.15
+    misaligned: float = 0.10
     wrong_attributes: float = 0.04
     non_english: float = 0.30
     junk: float = 0.10

@@ -42,7 +42,7 @@ class ReferenceRecipe:
 
 
 RECIPES: dict[str, ReferenceRecipe] = {
-    "b32": ReferenceRecipe("b32", samples_seen=25_600),
+    "b32": ReferenceRecipe("b32", samples_seen=51_200),
     "l14": ReferenceRecipe("l14", samples_seen=76_800),
 }
 CLEAN_SET_SIZE = 20_000

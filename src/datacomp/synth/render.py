@@ -160,10 +160,20 @@ def _downsample(a: np.ndarray, f: int) -> np.ndarray:
     return a[: h * f, : w * f].reshape(h, f, w, f).mean(axis=(1, 3))
 
 
+def _erode(a: np.ndarray, r: int) -> np.ndarray:
+    """Grey erosion by a (2r+1)-square: separable running minimum (what PIL's MinFilter does, faster)."""
+    out = a.copy()
+    for axis in (0, 1):
+        src = np.pad(out, [(r, r) if ax == axis else (0, 0) for ax in (0, 1)], constant_values=0)
+        n = a.shape[axis]
+        out = np.min([src[k: k + n] if axis == 0 else src[:, k: k + n] for k in range(2 * r + 1)], axis=0)
+    return out
+
+
 @cache
 def glyph_mask(glyph: int, style: int, size: int, rot: int) -> np.ndarray:
     """Anti-aliased alpha mask (size x size, float32 in [0,1]) of a glyph; cached."""
-    from PIL import Image, ImageDraw, ImageFilter
+    from PIL import Image, ImageDraw
 
     big = size * SS
     im = Image.new("L", (big, big), 0)
@@ -181,13 +191,26 @@ def glyph_mask(glyph: int, style: int, size: int, rot: int) -> np.ndarray:
         for stroke in _DIGIT_STROKES[glyph - len(SHAPES)]:
             q = _rotate(stroke * [1.0, 0.92], deg) * scale + half
             draw.line([tuple(v) for v in q], fill=255, width=width, joint="curve")
+    a = np.asarray(im, dtype=np.float32)
     if style == 1:  # sketch: keep an outline about 1.2 output pixels wide
-        k = 2 * int(round(1.2 * SS)) + 1
-        inner = im.filter(ImageFilter.MinFilter(k))
-        a = np.asarray(im, dtype=np.float32) - np.asarray(inner, dtype=np.float32)
-    else:
-        a = np.asarray(im, dtype=np.float32)
+        a = a - _erode(a, int(round(1.2 * SS)))
     return (_downsample(a, SS) / 255.0).astype(np.float32)
+
+
+def warm_caches() -> int:
+    """Build every glyph mask and pattern up front (a worker pays this once: ~8k small masks)."""
+    n = 0
+    for glyph in range(N_GLYPHS):
+        rots = len(DIGIT_ANGLES) if glyph >= len(SHAPES) else N_ROT
+        for style in (0, 1):
+            for size in range(7, 23):
+                for rot in range(rots):
+                    glyph_mask(glyph, style, size, rot)
+                    n += 1
+    for bg in range(len(ALL_BACKGROUNDS)):
+        for v in range(N_VARIANTS):
+            pattern(bg, v)
+    return n
 
 
 @cache

@@ -47,7 +47,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise DataCompError(
-            f"{path}: cannot read checkpoint ({type(e).__name__}); delete it to restart the run, or pick another --exp-name"
+            f"{path}: cannot read checkpoint ({type(e).__name__}); delete it to restart the run, "
+            "or pick another --exp-name"
         ) from None
 
 

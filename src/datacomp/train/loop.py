@@ -218,7 +218,9 @@ def train(
         ckpt = load_checkpoint(latest)
         saved = ckpt.get("datacomp", {}).get("identity")
         if saved is None:
-            raise DataCompError(f"{latest}: not written by datacomp train, cannot resume it exactly; pick another --exp-name")
+            raise DataCompError(
+                f"{latest}: not written by datacomp train, cannot resume it exactly; pick another --exp-name"
+            )
         diff = identity_diff(saved, identity)
         if diff:
             raise DataCompError(
@@ -228,14 +230,18 @@ def train(
 
     file_handler = None
     reporter = None
+    level_before = log.level
     try:
+        record = exp_dir / "train_record.json"
+        if ckpt is not None and int(ckpt["datacomp"]["step"]) >= layout.total_steps and record.is_file():
+            return _finished(exp_dir, latest, record, layout, started)  # nothing left: keep the record as is
         if info.is_master:
             exp_dir.mkdir(parents=True, exist_ok=True)
             ckpt_dir.mkdir(exist_ok=True)
             file_handler = logging.FileHandler(exp_dir / "out.log")
             file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
             log.addHandler(file_handler)
-            if log.level == logging.NOTSET or log.level > logging.INFO:
+            if log.getEffectiveLevel() > logging.INFO:  # out.log always gets the INFO lines
                 log.setLevel(logging.INFO)
             params = {**config.to_dict(), "data": "::".join(split_data_arg(data)), "data_weights": data_weights,
                       "uid_filter": uid_filter, "name": exp_name, "logs": str(output_dir),
@@ -248,12 +254,23 @@ def train(
                     save_frequency, reporter, progress, log_every_n_steps, get_autocast, cosine_lr, open_clip)
     finally:
         torch.set_num_threads(threads_before)
+        log.setLevel(level_before)
         if reporter is not None:
             reporter.close()
         if file_handler is not None:
             log.removeHandler(file_handler)
             file_handler.close()
         D.teardown(info)
+
+
+def _finished(exp_dir: Path, latest: Path, record: Path, layout: Layout, started: float) -> TrainResult:
+    import json
+
+    counts = json.loads(record.read_text()).get("counts", {})
+    log.info("%s: already trained (%d steps); nothing to do", exp_dir, layout.total_steps)
+    return TrainResult(exp_dir, latest, record, exp_dir / "info.pkl", layout.total_steps, layout.global_batch,
+                       layout.samples_seen, time.time() - started, float(counts.get("samples_per_second", 0.0)),
+                       layout.total_steps, [])
 
 
 def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistInfo, exp_dir: Path,
@@ -279,6 +296,7 @@ def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistIn
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" and info.device.type == "cuda" else None
     scheduler = cosine_lr(optimizer, config.lr, config.warmup, layout.total_steps)
     autocast = get_autocast(precision, device_type=info.device.type)
+    input_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)  # open_clip's get_input_dtype
     loss_fn = open_clip.loss.ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
                                       rank=info.rank, world_size=info.world_size)
 
@@ -349,7 +367,8 @@ def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistIn
                 for _ in range(accum):
                     images, texts, s, n = next(loader)
                     stream_pos[s] = n
-                    micro.append((images.to(info.device, non_blocking=True), texts.to(info.device, non_blocking=True)))
+                    micro.append((images.to(info.device, dtype=input_dtype, non_blocking=True),
+                                  texts.to(info.device, non_blocking=True)))
                 loss = _train_step(model, loss_fn, optimizer, scaler, micro, autocast, config.grad_clip_norm, unwrapped)
                 step += 1
                 losses.append(loss)

@@ -1,0 +1,43 @@
+"""`datacomp dedup`: uids of pool samples that nearly duplicate an evaluation image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datacomp.cli import add_parser
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from datacomp.filters.dedup import DEFAULT_THRESHOLD
+
+    p = add_parser(
+        sub, "dedup", "flag pool samples whose image near-duplicates an evaluation image",
+        description="Embeds the evaluation suite's test images with the model behind the pool's l14_img "
+        "embeddings and writes the uids of pool samples with cosine >= --threshold to any of them.\n\n"
+        "  datacomp dedup --metadata-dir M --eval-suite E --output contaminated.npy\n"
+        "  datacomp filter --name basic_filter ... --exclude-uids contaminated.npy",
+    )
+    p.add_argument("--metadata-dir", type=Path, required=True)
+    p.add_argument("--eval-suite", type=Path, required=True, help="CLIP_benchmark-layout evaluation folder")
+    p.add_argument("--output", type=Path, required=True, help="subset file of flagged uids (.npy)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine similarity cut")
+    p.add_argument("--model", default="datacomp-ref-l14", help="open_clip model that made the pool's l14_img")
+    p.add_argument("--checkpoint", type=Path, default=None, help="its weights (default: the packaged ones)")
+    p.add_argument("--embedding-key", default="l14_img")
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from datacomp.filters.dedup import dedup
+    from datacomp.filters.embed import ModelSpec
+
+    model = ModelSpec(args.embedding_key.split("_")[0], args.model, str(args.checkpoint) if args.checkpoint else None)
+    s = dedup(args.metadata_dir, args.eval_suite, args.output, threshold=args.threshold, model=model,
+              embedding_key=args.embedding_key, workers=args.workers)
+    print(f"{s['flagged']:,} of {s['pool_size']:,} pool samples near-duplicate one of {s['eval_images']:,} "
+          f"evaluation images (cosine >= {s['threshold']}) -> {s['output']}")
+    for task, n in s["flagged_per_task"].items():
+        print(f"  {task}: {n:,}")
+    return 0
