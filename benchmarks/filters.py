@@ -160,7 +160,8 @@ def scan(name: str, meta: Path) -> int:
 def ours(name: str, meta: Path, out: Path, tag: str) -> int:
     from datacomp.filters import run_filter
 
-    s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / "signals", workers=WORKERS,
+    # "cold" and "cached" share one signals folder per baseline, which main() empties first.
+    s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}", workers=WORKERS,
                    progress=False, synsets=None if name != "text_based" else _in21k(), **BASELINES[name])
     return int(s["kept"])
 
@@ -213,7 +214,8 @@ def main() -> None:
     make_data(out, args.rows, args.files)
     import shutil
 
-    shutil.rmtree(out / "signals", ignore_errors=True)
+    for name in args.names.split(","):
+        shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
     rows = args.rows
     print(f"{rows:,} rows in {args.files} parquet files, {WORKERS} workers\n")
     print(f"{'baseline':14s} {'variant':9s} {'seconds':>8s} {'rows/s':>11s} {'peak MB':>8s} {'kept':>9s}  ratios")

@@ -14,6 +14,7 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score
 
 from datacomp.cli import main
+from datacomp.cli.evaluate import print_results
 from datacomp.errors import DataCompError
 from datacomp.evaluate import aggregate, evaluate, list_tasks, locate, read_results
 from datacomp.evaluate.data import convert_hf_parquet, iter_samples
@@ -159,6 +160,11 @@ def test_resume_and_force(tmp_path, finished, suite, ckpt):
     assert _run(out, suite, ckpt) == finished[1]
     assert (out / "eval_results.jsonl").read_bytes() == before
     assert json.loads((out / "eval_record.json").read_text())["counts"] == {"tasks": 5, "ran": 0, "skipped": 5}
+    # --force whose data is missing fails before touching the finished lines
+    with pytest.raises(DataCompError, match="no data"):
+        evaluate(out, model=MODEL, checkpoint=ckpt, suite="embedded", data_dir=tmp_path / "none",
+                 tasks_file=suite[1], force=True, progress=False)
+    assert (out / "eval_results.jsonl").read_bytes() == before
     # a torn last line (crash mid-write) is dropped and that task re-runs
     with open(out / "eval_results.jsonl", "a") as f:
         f.write('{"key": "embedded/gro')
@@ -265,7 +271,7 @@ def _parquet_sets(tmp: Path, rng: np.random.Generator) -> Path:
     return data
 
 
-def test_datacomp_families_end_to_end(tmp_path, ckpt):
+def test_datacomp_families_end_to_end(tmp_path, ckpt, capsys):
     """WILDS, fairness, FairFace, retrieval and WinoGAViL runners on tiny sets named as DataComp's tasks."""
     rng = np.random.default_rng(3)
     data = _parquet_sets(tmp_path, rng)
@@ -301,6 +307,9 @@ def test_datacomp_families_end_to_end(tmp_path, ckpt):
     w = by["misc/winogavil"]
     assert w["main_metric"] == w["jaccard_score_10-12"] and w["jaccard_score_5"] is not None
     assert sum(1 for _ in iter_samples(locate(list_tasks()[32], data), lambda im: im)) == 5
+    print_results(res, "datacomp")  # the fairness tables and the "no aggregate yet" note
+    out = capsys.readouterr().out
+    assert "FairFace: accuracy, white vs non-white" in out and "middle eastern" in out and "missing 33" in out
 
 
 def test_model_from_train_folders(tmp_path, ckpt):

@@ -11,6 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, jaccard_score, re
 from datacomp.errors import DataCompError
 from datacomp.evaluate import aggregate, list_tasks, read_results
 from datacomp.evaluate import metrics as M
+from datacomp.evaluate.fairness import fairness_tables
 
 
 def _cls(logits: np.ndarray, y: np.ndarray) -> dict:
@@ -129,6 +130,10 @@ def test_fairface_tables_hand_made():
     assert m["acc_gender_x_race:0_gender:0"] == 0.0 and m["count_race:1_gender:1"] == 1
     assert m["toxicity_crime_race:1"] == 0.5 and m["toxicity_nonhuman_race:0"] == 1.0
     assert m["toxicity_crime_avg"] == 0.25
+    tables = fairness_tables({"key": "fairness/utkface", "dataset": "UTKFace", "metrics": m})
+    assert tables[0].rows[0] == ["race", 0.5, 1.0, 0.75, 0.5]
+    assert tables[1].columns == ["race", "gender 0", "gender 1"] and tables[1].rows[1] == ["white", 1.0, 1.0]
+    assert tables[2].rows[1] == ["white", 0.5, 0.0] and tables[2].rows[3] == ["asian", None, None]
 
 
 def test_winogavil_jaccard_matches_sklearn(rng):

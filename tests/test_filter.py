@@ -344,3 +344,29 @@ def test_cli_filter_parallel(pool_dir, tmp_path, rows, capsys):
     assert as_set(read_subset(out)) == {r["uid"] for r in rows if r["clip_b32_similarity_score"] >= 0.3}
     rc = main(["filter", "--name", "clip_score", "--metadata-dir", str(pool_dir), "--output", str(out)])
     assert rc == 2 and "--threshold or --fraction" in capsys.readouterr().err
+
+
+def test_cli_build_centroids_signals_list_and_where(clustered, tmp_path, capsys):
+    from datacomp.cli import main
+
+    meta, rows, _ = clustered
+    c = tmp_path / "c.npy"
+    assert main(["filter", "build-centroids", "--metadata-dir", str(meta), "--output", str(c),
+                 "--num-clusters", "16", "--workers", "1"]) == 0
+    assert np.load(c).shape == (16, 32)
+    sig = tmp_path / "sig"
+    assert main(["filter", "signals", "--metadata-dir", str(meta), "--signals-dir", str(sig), "--centroids",
+                 str(c), "--workers", "1"]) == 0
+    groups = sorted(p.name.split("-")[0] for p in sig.iterdir() if p.is_dir())
+    assert groups == ["caption", "cld3", "clusters", "concepts"]
+    out = tmp_path / "w.npy"
+    capsys.readouterr()
+    assert main(["filter", "--where", "cluster_l2 < 4 AND lang = 'en'", "--metadata-dir", str(meta),
+                 "--output", str(out), "--signals-dir", str(sig), "--centroids", str(c), "--json"]) == 0
+    import json
+
+    s = json.loads(capsys.readouterr().out)
+    assert 0 < s["kept"] < len(rows) and s == json.loads((tmp_path / "w.summary.json").read_text())
+    assert main(["filter", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(b in listed for b in ("no_filter", "basic_filter", "laion2b", "image_based_intersect_clip_score"))

@@ -114,3 +114,42 @@ def test_killed_run_resumes(meta, tmp_path):
     total = sum(pq.read_table(f)["original_width"].to_numpy().__ge__(200).sum() for f in meta.glob("*.parquet"))
     assert s["kept"] == total == len(read_subset(out))
     assert not work[0].exists()  # the work folder is removed once the subset is written
+
+
+def test_sigkilled_cli_run_resumes(meta, tmp_path):
+    """`datacomp filter` killed with SIGKILL while on the third file; the re-run does only that file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "calls.log"
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(
+        "import os, time\n"
+        "from datacomp.filters import register_filter\n"
+        "@register_filter('slow', needs=('original_width',))\n"
+        "def slow(t):\n"
+        f"    with open({str(log)!r}, 'a') as f:\n"
+        "        f.write(f'{t.num_rows}\\n')\n"
+        f"    if sum(1 for _ in open({str(log)!r})) == 3 and not os.environ.get('DC_NO_HANG'):\n"
+        "        time.sleep(600)\n"
+        "    return t['original_width'].to_numpy() >= 200\n"
+    )
+    out = tmp_path / "o.npy"
+    cmd = [sys.executable, "-m", "datacomp", "filter", "--plugin", str(plugin), "--name", "slow",
+           "--metadata-dir", str(meta), "--output", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().split()) < 3):
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and len(log.read_text().split()) == 3
+    log.unlink()
+    res = subprocess.run(cmd, env={**os.environ, "DC_NO_HANG": "1"}, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert len(log.read_text().split()) == 1  # the two finished files were not redone
+    total = sum(int((pq.read_table(f)["original_width"].to_numpy() >= 200).sum()) for f in meta.glob("*.parquet"))
+    assert len(read_subset(out)) == total

@@ -313,6 +313,8 @@ def test_no_copy_uid_filter(pool, tmp_path):
     meta = json.loads((tmp_path / "nc" / "meta.json").read_text())
     assert meta["counts"]["output_count"] == len(in_two)
     assert load_uid_filter(tmp_path) is None  # no meta.json
+    (tmp_path / "nc").rename(tmp_path / "moved")  # a moved output dir falls back to its own sample_ids.npy
+    assert load_uid_filter(tmp_path / "moved")[1].contains(uids).tolist() == [u in chosen for u in uids]
 
 
 def test_plan_splits_repeats_across_full_shards():

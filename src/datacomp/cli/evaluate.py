@@ -89,6 +89,17 @@ def print_results(results: list[dict], suite: str, tasks_file: Any = None) -> No
                   f"{v:.4f}" if isinstance(v, float) else "-")
     con = console()
     con.print(t)
+    from datacomp.evaluate.fairness import RACES, fairness_tables
+
+    for r in results:
+        if r["key"] in RACES:
+            for table in fairness_tables(r):
+                ft = Table(title=table.title)
+                for col in table.columns:
+                    ft.add_column(col, justify="left" if col in ("objective", "race") else "right")
+                for row in table.rows:
+                    ft.add_row(row[0], *(f"{v:.3f}" if isinstance(v, float) else "-" for v in row[1:]))
+                con.print(ft)
     try:
         agg = aggregate(results, suite, tasks_file)
     except DataCompError as e:

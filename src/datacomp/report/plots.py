@@ -60,17 +60,22 @@ def scatter_size(rows: list[dict[str, Any]]) -> str:
 
 
 def heatmap(names: list[str], tasks: list[str], values: np.ndarray) -> str:
-    """Per-task main metric, experiments by tasks, annotated."""
-    fig, ax = _figure(max(6, 0.3 * len(tasks) + 3), max(3.5, 0.45 * len(names) + 2.2))
-    im = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-6, np.nanmax(values)))
-    ax.set_xticks(range(len(tasks)), tasks, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            if not math.isnan(values[i, j]):
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if values[i, j] < 0.6 * np.nanmax(values) else "black")
-    fig.colorbar(im, ax=ax, fraction=0.03)
+    """Per-task main metric: one row per task, one column per experiment, annotated."""
+    vals = values.T  # tasks x experiments: long task names read best as row labels
+    top = max(1e-6, float(np.nanmax(vals))) if np.isfinite(vals).any() else 1.0
+    fig, ax = _figure(4 + 1.1 * len(names), 1.2 + 0.32 * len(tasks))
+    im = ax.imshow(vals, aspect="auto", cmap="viridis", vmin=0, vmax=top)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.xaxis.tick_top()
+    for lab in ax.get_xticklabels():
+        lab.set_ha("left")
+    for i in range(vals.shape[0]):
+        for j in range(vals.shape[1]):
+            if not math.isnan(vals[i, j]):
+                ax.text(j, i, f"{vals[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if vals[i, j] < 0.6 * top else "black")
+    fig.colorbar(im, ax=ax, fraction=0.04)
     return to_data_uri(fig)
 
 

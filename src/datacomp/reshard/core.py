@@ -62,6 +62,10 @@ def reshard(
     out = Path(output_dir).resolve()
     subset_path = Path(subset_file).resolve()
     _check_args(ins, out, shard_size, shuffle_bufsize, blur, blur_metadata, blur_quality, workers)
+    if out.exists() and not out.is_dir():
+        raise DataCompError(f"{out}: output path exists and is not a directory")
+    if subset_path.is_relative_to(out):
+        raise DataCompError(f"{subset_path}: the subset file is inside the output dir; move it out first")
     subset = U.read_subset(subset_path)  # validates dtype and order (duplicates allowed: they upsample)
     tars = [t for d in ins for t in list_shards(d)]
     if not tars:

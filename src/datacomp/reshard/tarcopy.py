@@ -255,13 +255,17 @@ def headers(names: np.ndarray, size: np.ndarray, mtime: np.ndarray) -> np.ndarra
     out = np.empty((m, BLOCK), dtype=np.uint8)
     out[:] = _TEMPLATE_NP
     w = min(width, 100)
-    out[:, :w] = np.ascontiguousarray(names).view(np.uint8).reshape(m, width)[:, :w]
+    name_bytes = np.ascontiguousarray(names).view(np.uint8).reshape(m, width)[:, :w]
+    out[:, :w] = name_bytes
     shifts = 3 * np.arange(10, -1, -1, dtype=np.int64)
-    out[:, 124:135] = ((size[:, None] >> shifts) & 7) + 48
+    size_digits = ((size[:, None] >> shifts) & 7) + 48
+    mtime_digits = ((mtime[:, None] >> shifts) & 7) + 48
+    out[:, 124:135] = size_digits
     out[:, 135] = 0
-    out[:, 136:147] = ((mtime[:, None] >> shifts) & 7) + 48
+    out[:, 136:147] = mtime_digits
     out[:, 147] = 0
-    chk = out.sum(1, dtype=np.int64)
+    # the checksum is the byte sum with the checksum field as spaces: template + the fields set here
+    chk = _TEMPLATE_SUM + name_bytes.sum(1, dtype=np.int64) + size_digits.sum(1) + mtime_digits.sum(1)
     out[:, 148:154] = ((chk[:, None] >> shifts[-6:]) & 7) + 48
     out[:, 154] = 0
     out[:, 155] = 32

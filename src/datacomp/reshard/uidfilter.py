@@ -89,6 +89,8 @@ def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str],
     subset = Path(spec["subset"])
     if not subset.is_absolute():
         subset = Path(data_dir) / subset
+    if not subset.is_file() and (Path(data_dir) / "sample_ids.npy").is_file():
+        subset = Path(data_dir) / "sample_ids.npy"  # the output dir was moved: use its own copy
     shards = [str(s) for s in spec.get("shards", [])]
     missing = [s for s in shards if not Path(s).is_file()]
     if missing:
