@@ -29,13 +29,16 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.ci
 def test_one_and_two_processes_same_steps_and_global_batch(tmp_path):
+    from datacomp.train import train
+
     data = tmp_path / "shards"
     make_shards(data, n_shards=2, per_shard=100)
-    cfg = replace(SMALL, num_checkpoints=1, train_num_samples=64).to_dict()
-    records = {}
-    for nproc in (1, 2):
+    cfg = replace(SMALL, num_checkpoints=1, train_num_samples=64)
+    one = train(str(data), tmp_path / "out", "p1", cfg, progress=False, threads=1)  # plain single process
+    records = {1: json.loads(one.record.read_text())}
+    for nproc in (2,):
         script = tmp_path / f"run{nproc}.py"
-        script.write_text(SCRIPT.format(data=str(data), out=str(tmp_path / "out"), name=f"p{nproc}", cfg=cfg))
+        script.write_text(SCRIPT.format(data=str(data), out=str(tmp_path / "out"), name=f"p{nproc}", cfg=cfg.to_dict()))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(script)]

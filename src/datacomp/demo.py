@@ -192,6 +192,9 @@ def run_demo(
                 prog.advance()
         prog.step("report: leaderboard and HTML report")
         exps = load_experiments(exp_dirs, require_runs=False)
+        wanted = {f"seed{k}" for k in range(seeds)}  # an earlier run with more seeds leaves extra ones on disk
+        for e in exps:
+            e.runs = [r for r in e.runs if r.dir.name in wanted]
         rows = leaderboard_rows(exps)
         report = timed("report", lambda: build_report(
             exps, out / "report.html", pool=w.pool, gallery_size=report_gallery,

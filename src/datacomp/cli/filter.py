@@ -18,7 +18,7 @@ SIGNAL_HELP = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(
         sub, "filter", "select a subset of the pool (DataComp baselines, SQL over cached signals, your filter)",
-        description="Write a sorted u8,u8 subset .npy plus <output>.summary.json/.md.\n\n"
+        description="Write a sorted u8,u8 subset .npy (e.g. s.npy) plus s.summary.json and s.summary.md.\n\n"
         "  datacomp filter --name clip_score --arch l14 --fraction 0.3 --metadata-dir M --output s.npy\n"
         "  datacomp filter --where \"lang = 'en' AND text_words > 2\" --metadata-dir M --output s.npy\n"
         "  datacomp filter build-centroids --metadata-dir M --output centroids.npy\n\n" + SIGNAL_HELP,

@@ -70,10 +70,10 @@ def fmt_value(mean: float, spread: float | None = None, seeds: int = 1) -> str:
 def fmt_size(n: int | None) -> str:
     if n is None:
         return "-"
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+    for div, unit in ((1e9, "B"), (1e6, "M")):
         if n >= div:
             return f"{n / div:.3g}{unit}"
-    return str(n)
+    return f"{n:,}"
 
 
 def leaderboard_table(rows: list[dict[str, Any]], title: str, embedded: bool = False,
