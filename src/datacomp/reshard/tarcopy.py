@@ -249,7 +249,7 @@ def headers(names: np.ndarray, size: np.ndarray, mtime: np.ndarray) -> np.ndarra
     """``(m, 512)`` ustar headers, byte-identical to :func:`header`; None if a field does not fit."""
     m = names.size
     width = names.dtype.itemsize
-    if m and (np.char.str_len(names).max() > 100 or size.max() >= 8**11 or mtime.min() < 0
+    if m and ((width > 100 and np.char.str_len(names).max() > 100) or size.max() >= 8**11 or mtime.min() < 0
               or mtime.max() >= 8**11):
         return None
     out = np.empty((m, BLOCK), dtype=np.uint8)

@@ -92,9 +92,15 @@ class PlannedSamples:
     aux: np.ndarray  # (n, 8) uniforms for degradations and faces
 
 
-def english_caption(s: Scenes, i: int, u: np.ndarray) -> str:
-    """A varied English alt-text for scene ``i`` (``u``: 4 uniforms choosing wording)."""
+def english_caption(s: Scenes, i: int, u: np.ndarray, colour_drop: float = 0.0) -> str:
+    """A varied English alt-text for scene ``i`` (``u``: 4 uniforms choosing wording).
+
+    ``colour_drop``: share of captions that leave the colour out (the reference models' clean set
+    uses it so that a contrastive batch cannot be solved by colour alone and shape gets learned).
+    """
     glyph, colour, count = int(s.glyph[i]), int(s.colour[i]), int(s.count[i])
+    if colour_drop and (u[1] * 7919.0) % 1.0 < colour_drop and glyph < len(C.SHAPES):
+        colour = -1
     sketch = bool(s.style[i] == 1)
     bg = C.ALL_BACKGROUNDS[int(s.background[i])]
     if glyph >= len(C.SHAPES):
@@ -106,7 +112,7 @@ def english_caption(s: Scenes, i: int, u: np.ndarray) -> str:
     p = " " + C.POSITION_PHRASES[C.POSITIONS[pos]] if pos >= 0 else ""
     templates = C.SKETCH_TEMPLATES if sketch else C.EN_TEMPLATES
     t = templates[int(u[2] * len(templates))]
-    if u[3] < 0.15 and count > 1 and not sketch:  # generic nouns teach "N objects" for counting
+    if u[3] < 0.15 and count > 1 and not sketch and colour >= 0:  # generic nouns teach "N objects" (counting)
         d = f"{C.COUNT_WORDS[count - 1]} {C.COLOUR_NAMES[colour]} {'shapes' if u[3] < 0.08 else 'objects'}"
     return t.format(d=d, D=d[:1].upper() + d[1:], b=bg, p=p)
 

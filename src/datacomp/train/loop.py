@@ -228,9 +228,9 @@ def train(
                 "pick another --exp-name or delete the directory"
             )
 
-    file_handler = None
+    handlers: list[logging.Handler] = []
     reporter = None
-    level_before = log.level
+    level_before, propagate_before = log.level, log.propagate
     try:
         record = exp_dir / "train_record.json"
         if ckpt is not None and int(ckpt["datacomp"]["step"]) >= layout.total_steps and record.is_file():
@@ -240,8 +240,16 @@ def train(
             ckpt_dir.mkdir(exist_ok=True)
             file_handler = logging.FileHandler(exp_dir / "out.log")
             file_handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s"))
+            handlers.append(file_handler)
             log.addHandler(file_handler)
-            if log.getEffectiveLevel() > logging.INFO:  # out.log always gets the INFO lines
+            if log.getEffectiveLevel() > logging.INFO:
+                # out.log always gets the INFO lines; the console keeps the quieter level it had.
+                console = logging.StreamHandler()
+                console.setLevel(log.getEffectiveLevel())
+                console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+                handlers.append(console)
+                log.addHandler(console)
+                log.propagate = False
                 log.setLevel(logging.INFO)
             params = {**config.to_dict(), "data": "::".join(split_data_arg(data)), "data_weights": data_weights,
                       "uid_filter": uid_filter, "name": exp_name, "logs": str(output_dir),
@@ -255,11 +263,12 @@ def train(
     finally:
         torch.set_num_threads(threads_before)
         log.setLevel(level_before)
+        log.propagate = propagate_before
         if reporter is not None:
             reporter.close()
-        if file_handler is not None:
-            log.removeHandler(file_handler)
-            file_handler.close()
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
         D.teardown(info)
 
 
