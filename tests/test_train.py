@@ -395,3 +395,38 @@ def test_loader_resume_replays_exactly_the_same_batches(shards, workers):
         assert len(tail) == 7 - k
         for a, b in zip(full[k:], tail, strict=True):
             assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def test_data_weights_scale_each_source(tmp_path):
+    import random
+
+    from datacomp.pool.shards import iter_tar_samples, list_shards
+    from datacomp.train.data import SampleReader, resolve_sources
+
+    make_shards(tmp_path / "a", n_shards=1, per_shard=20, seed=1)
+    make_shards(tmp_path / "b", n_shards=2, per_shard=20, seed=2)
+    in_a = {m["jpg"] for s in list_shards(tmp_path / "a") for _, m in iter_tar_samples(s)}
+    data = f"{tmp_path / 'a'}::{tmp_path / 'b'}"
+
+    def drawn(weights):
+        reader = SampleReader(resolve_sources(data, weights), shuffle_buffer=1, shuffle_initial=1)
+        stream = reader.samples(random.Random(0))
+        return [next(stream)[0] in in_a for _ in range(400)]
+
+    assert all(drawn("1::0"))
+    assert not any(drawn("0::1"))
+    # Equal weights: shards are drawn uniformly, so a source counts by its shard count (1 of 3 here).
+    share = np.mean(drawn(None))
+    assert 0.15 < share < 0.55
+
+
+def test_shard_discovery_lists_one_level_of_sub_dirs(shards, tmp_path):
+    from datacomp.train.data import resolve_sources
+
+    (tmp_path / "root" / "a").mkdir(parents=True)
+    (tmp_path / "root" / "deep" / "x" / "test").mkdir(parents=True)
+    for s in sorted(shards[0].glob("*.tar"))[:2]:
+        (tmp_path / "root" / "a" / s.name).symlink_to(s)
+    (tmp_path / "root" / "deep" / "x" / "test" / "0.tar").symlink_to(sorted(shards[0].glob("*.tar"))[0])
+    src = resolve_sources(str(tmp_path / "root"))
+    assert [p.name for p in src[0].shards] == ["00000000.tar", "00000001.tar"]

@@ -77,8 +77,11 @@ def split_weights(weights: str | list[float] | None, n: int) -> list[float]:
     return vals
 
 
-def _discover(path: Path) -> tuple[list[Path], KeepFn | None, str | None]:
-    """Shards of a tar path or a directory (listing, never arithmetic; spec §7.1.3)."""
+def _discover(path: Path, depth: int = 0) -> tuple[list[Path], KeepFn | None, str | None]:
+    """Shards of a tar path or a directory (listing, never arithmetic; spec §7.1.3).
+
+    A dir without tars contributes its direct sub-dirs' shards (one level only, so pointing at a
+    world's root never sweeps in the evaluation suite's tars)."""
     if path.suffix == ".tar":
         if not path.is_file():
             raise DataCompError(f"{path}: shard not found")
@@ -94,9 +97,10 @@ def _discover(path: Path) -> tuple[list[Path], KeepFn | None, str | None]:
     shards = list_shards(path)
     if shards:
         return shards, None, None
-    # No tars here: take sub-directories (the original recursed the same way).
+    if depth > 0:
+        return [], None, None
     for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        sub_shards, keep, desc = _discover(sub)
+        sub_shards, keep, desc = _discover(sub, depth + 1)
         if keep is not None:
             raise DataCompError(f"{sub}: a uid-filtered reshard output must be passed as its own --data-dir")
         shards.extend(sub_shards)
