@@ -42,8 +42,8 @@ class ReferenceRecipe:
 
 
 RECIPES: dict[str, ReferenceRecipe] = {
-    "b32": ReferenceRecipe("b32", samples_seen=51_200),
-    "l14": ReferenceRecipe("l14", samples_seen=102_400),
+    "b32": ReferenceRecipe("b32", samples_seen=102_400, batch_size=128, warmup=50),
+    "l14": ReferenceRecipe("l14", samples_seen=204_800),
 }
 CLEAN_SET_SIZE = 20_000
 COLOUR_DROP = 0.5  # clean-set captions without a colour word: shape must carry the match
