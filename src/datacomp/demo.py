@@ -181,15 +181,18 @@ def run_demo(
             prog.step(f"reshard: {name}")
             timed("reshard", lambda exp=exp, name=name: _reshard(out, exp, name, w, workers))
             prog.advance()
-        for seed in range(seeds):
-            for name, exp in zip(names, exp_dirs):
-                prog.step(f"train: {name} seed {seed}")
-                timed("train", lambda exp=exp, name=name, seed=seed: _train(
-                    out, exp, name, seed, scale, workers, train_overrides))
-                prog.advance()
-                prog.step(f"evaluate: {name} seed {seed}")
-                timed("evaluate", lambda exp=exp, name=name, seed=seed: _evaluate(out, exp, name, seed, w))
-                prog.advance()
+        # Train + evaluate units are independent: run them ``workers`` at a time, one torch thread
+        # each (seed-major order, so every baseline finishes seed 0 before seed 1 starts).
+        units_todo = [(name, exp, seed) for seed in range(seeds) for name, exp in zip(names, exp_dirs)]
+        prog.step(f"train + evaluate: {len(units_todo)} run(s), {min(workers, len(units_todo))} at a time")
+        t0 = time.perf_counter()
+        for _task, stats, _sec in _run_units(units_todo, out, scale, workers, train_overrides, w.eval_suite):
+            stage_seconds["train"] += stats["train"]
+            stage_seconds["evaluate"] += stats["evaluate"]
+            prog.step(f"trained and evaluated {stats['name']} seed {stats['seed']}")
+            prog.advance()
+            prog.advance()
+        stage_seconds["train+evaluate wall"] = time.perf_counter() - t0
         prog.step("report: leaderboard and HTML report")
         exps = load_experiments(exp_dirs, require_runs=False)
         wanted = {f"seed{k}" for k in range(seeds)}  # an earlier run with more seeds leaves extra ones on disk
@@ -208,6 +211,30 @@ def run_demo(
                  started=started, stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
                  leaderboard=rows_to_json(rows))
     return DemoResult(out, exp_dirs, report, stage_seconds, rows)
+
+
+def _run_units(units: list[tuple[str, Path, int]], out: Path, scale: str, workers: int,
+               overrides: dict[str, Any] | None, eval_suite: Path) -> Iterator[tuple[Any, dict[str, Any], float]]:
+    from datacomp.engine import LocalExecutor, Task
+
+    tasks = [Task(f"{name}-seed{seed}", _train_and_evaluate,
+                  (str(out), str(exp), name, seed, scale, overrides, str(eval_suite)))
+             for name, exp, seed in units]
+    yield from LocalExecutor(min(workers, max(1, len(tasks)))).imap(tasks)
+
+
+def _train_and_evaluate(out: str, exp: str, name: str, seed: int, scale: str,
+                        overrides: dict[str, Any] | None, eval_suite: str) -> dict[str, Any]:
+    """One demo unit (runs in a worker process): train a baseline's subset with one seed, then evaluate it."""
+    import torch
+
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(TORCH_THREADS)
+    t0 = time.perf_counter()
+    _train(Path(out), Path(exp), name, seed, scale, overrides)
+    t1 = time.perf_counter()
+    _evaluate(Path(out), Path(exp), name, seed, Path(eval_suite))
+    return {"name": name, "seed": seed, "train": t1 - t0, "evaluate": time.perf_counter() - t1}
 
 
 def _world(out: Path, workers: int) -> Any:
@@ -238,7 +265,7 @@ def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
     _mark(out, "reshard", name, {"samples": summary.get("output_count")})
 
 
-def _train(out: Path, exp: Path, name: str, seed: int, scale: str, workers: int,
+def _train(out: Path, exp: Path, name: str, seed: int, scale: str,
            overrides: dict[str, Any] | None) -> Path | None:
     from datacomp.train import TrainConfig, train
 
@@ -250,13 +277,13 @@ def _train(out: Path, exp: Path, name: str, seed: int, scale: str, workers: int,
         log.warning("%s: the subset is empty; nothing to train (the row shows no scores)", name)
         return None
     cfg = TrainConfig.from_scale(scale, seed=seed)
-    cfg = dataclasses.replace(cfg, workers=min(cfg.workers, workers), **(overrides or {}))
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
     res = train(str(exp / "shards"), exp, run_name, cfg, progress=False, threads=TORCH_THREADS)
     _mark(out, "train", f"{name}-{run_name}")
     return Path(res.checkpoint)
 
 
-def _evaluate(out: Path, exp: Path, name: str, seed: int, world: Any) -> None:
+def _evaluate(out: Path, exp: Path, name: str, seed: int, eval_suite: Path) -> None:
     run_name = f"seed{seed}"
     if _empty(exp, name):
         return
@@ -265,7 +292,7 @@ def _evaluate(out: Path, exp: Path, name: str, seed: int, world: Any) -> None:
     from datacomp.evaluate import evaluate
 
     results = evaluate(exp / run_name, train_output_dir=exp / run_name, suite="embedded",
-                       data_dir=world.eval_suite, progress=False)
+                       data_dir=eval_suite, progress=False)
     _mark(out, "evaluate", f"{name}-{run_name}", {"tasks": len(results)})
 
 

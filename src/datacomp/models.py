@@ -7,8 +7,10 @@ with ``open_clip.create_model_and_transforms`` like any built-in architecture.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -70,6 +72,25 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_random_init(active: bool = True) -> Iterator[None]:
+    """Drop open_clip's "initialized randomly" warning where random init is intended or weights follow."""
+    if not active:
+        yield
+        return
+    f = _DropRandomInitWarning()
+    logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
+
+
 def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu") -> LoadedModel:
     """Create an open_clip model by config name and load ``checkpoint`` (None: random init)."""
     import open_clip
@@ -80,7 +101,8 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, devi
             f"unknown model {name!r}: use an open_clip architecture (e.g. ViT-B-32) or one of "
             f"{', '.join(sorted(p.stem for p in MODEL_CONFIG_DIR.glob('*.json')))}"
         )
-    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, device=device)
+    with quiet_random_init(checkpoint is not None):
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, device=device)
     if checkpoint is not None:
         sd = load_state_dict(checkpoint)
         missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -32,6 +32,7 @@ _lo, _hi = np.meshgrid(np.arange(256), np.arange(256), indexing="xy")
 _PAIR = np.where((_NIBBLE[_lo] < 16) & (_NIBBLE[_hi] < 16),
                  (_NIBBLE[_lo].astype(np.uint16) << 4) | _NIBBLE[_hi], 0x100).astype(np.uint16).reshape(-1)
 del _lo, _hi
+_CHUNK = 1 << 16  # uids per conversion chunk
 
 
 def _as_hex_bytes(uids: Any) -> np.ndarray:
@@ -86,12 +87,18 @@ def hex_to_uids(uids: Any) -> np.ndarray:
     """32-hex uid strings (list, numpy or pyarrow array) -> ``u8,u8`` structured array, same order."""
     ascii_ = _as_hex_bytes(uids)
     n = ascii_.shape[0]
-    vals = _PAIR[np.ascontiguousarray(ascii_).view("<u2")]  # (n, 16): one byte value per digit pair
-    if n and vals.max() > 0xFF:
-        row = int(np.flatnonzero((vals > 0xFF).any(axis=1))[0])
-        raise DataCompError(f"uid at row {row} is not hexadecimal: expected 32 characters from 0-9a-f")
-    be = vals.astype(np.uint8).view(">u8")  # (n, 2) big-endian halves
-    return be.astype("<u8").view(UID_DTYPE).reshape(n)
+    pairs = np.ascontiguousarray(ascii_).view("<u2")  # (n, 16): two hex digits per element
+    packed = np.empty((n, 16), dtype=np.uint8)
+    vals = np.empty((min(n, _CHUNK), 16), dtype=np.uint16)
+    for start in range(0, n, _CHUNK):  # cache-sized chunks: ~1.5x faster than one big gather
+        stop = min(n, start + _CHUNK)
+        v = vals[: stop - start]
+        np.take(_PAIR, pairs[start:stop], out=v)
+        if v.max() > 0xFF:
+            row = start + int(np.flatnonzero((v > 0xFF).any(axis=1))[0])
+            raise DataCompError(f"uid at row {row} is not hexadecimal: expected 32 characters from 0-9a-f")
+        np.copyto(packed[start:stop], v, casting="unsafe")
+    return packed.view(">u8").astype("<u8").view(UID_DTYPE).reshape(n)
 
 
 def uids_to_hex(uids: np.ndarray) -> np.ndarray:

@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Our loggers at the chosen level; third-party ones (open_clip logs INFO on the root logger for
+    # every model it builds) only at WARNING unless -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("datacomp").setLevel(level)
     for noisy in ("urllib3", "PIL", "matplotlib", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "func", None):

@@ -292,9 +292,12 @@ def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistIn
     np.random.seed(config.seed % (1 << 32))
     torch.manual_seed(config.seed)
     precision = _effective_precision(config.precision, info.device)
-    model, preprocess_train, _ = open_clip.create_model_and_transforms(
-        config.model, precision=precision, device=info.device, output_dict=True,
-    )
+    from datacomp.models import quiet_random_init
+
+    with quiet_random_init():  # training starts from random init by design (no --pretrained)
+        model, preprocess_train, _ = open_clip.create_model_and_transforms(
+            config.model, precision=precision, device=info.device, output_dict=True,
+        )
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
     tokenizer = open_clip.get_tokenizer(config.model)
