@@ -44,13 +44,17 @@ class FetchConfig:
     backoff: float = 0.2  # seconds before the first retry, doubled each time
 
 
-class FetchError(Exception):
-    """A failed download; ``kind`` is a stable category counted in the summary."""
+class SampleError(Exception):
+    """A sample that cannot be written; ``kind`` is a stable category counted in the summary."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+class FetchError(SampleError):
+    """A failed download: status ``failed_to_download``."""
 
 
 @dataclass

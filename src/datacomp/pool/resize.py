@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datacomp.pool.http import SampleError
+
 RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
 ENCODE_FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb warning threshold
@@ -35,13 +37,8 @@ class ImageConfig:
     blur_faces: bool = True  # blur face_bboxes (DataComp default)
 
 
-class ImageError(Exception):
+class ImageError(SampleError):
     """The image could not be decoded or processed: status ``failed_to_resize``."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 @dataclass
