@@ -1,10 +1,11 @@
 """Reshard throughput on a tiny-world-sized pool, next to a raw `cp` and plain tarfile copies.
 
-    python benchmarks/reshard.py [--pool SHARDS_DIR] [--samples 60000] [--fraction 0.3] [--workers 2]
+    python benchmarks/reshard.py [--pool SHARDS_DIR] [--samples 60000] [--image-px 32] [--fraction 0.3 1.0]
 
 Without ``--pool`` it generates a pool shaped like the embedded tiny world (60k samples of 32-px
-JPEGs, ~1 KB each, img2dataset layout, 5,000 per shard) into a temp dir. Every method copies the
-same selected samples from a warm page cache; MB/s is bytes written per second.
+JPEGs, ~1 KB each, img2dataset layout, 5,000 per shard) into a temp dir; ``--image-px 384`` makes
+samples of CommonPool's order of size instead (tens of KB), where per-member costs matter less.
+Every method copies the same selected samples from a warm page cache; MB/s is bytes written per second.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from datacomp.reshard import reshard
 from datacomp.reshard.index import index_shard
 
 
-def generate_pool(shards: Path, n: int, per_shard: int = 5000, seed: int = 0) -> None:
-    """img2dataset-layout shards; JPEG bytes are drawn from a bank of 256 real 32-px encodes."""
+def generate_pool(shards: Path, n: int, per_shard: int = 5000, seed: int = 0, px: int = 32) -> None:
+    """img2dataset-layout shards; JPEG bytes are drawn from a bank of 256 real ``px``-px encodes."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     bank = []
     for _ in range(256):
-        im = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((32, 32))
+        side = max(8, px // 16)  # random blocks, upsampled: photo-like JPEG sizes
+        im = Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).resize((px, px))
         b = io.BytesIO()
         im.save(b, format="JPEG", quality=int(rng.integers(60, 96)))
         bank.append(b.getvalue())
@@ -46,7 +48,7 @@ def generate_pool(shards: Path, n: int, per_shard: int = 5000, seed: int = 0) ->
         for i in range(start, min(n, start + per_shard)):
             row = {"uid": str(uids[i]), "face_bboxes": [], "caption": f"three red circles on a plain background {i}",
                    "url": f"http://127.0.0.1:8765/images/{uids[i]}.jpg", "key": sample_key(s, i - start, per_shard),
-                   "width": 32, "height": 32, "original_width": 400, "original_height": 300, "exif": None,
+                   "width": px, "height": px, "original_width": 400, "original_height": 300, "exif": None,
                    "sha256": "ab" * 32}
             w.add_success(row, bank[i % 256])
         w.close()
@@ -59,7 +61,8 @@ def selected_keys(shards: Path, subset: np.ndarray) -> dict[Path, dict[str, str]
         idx = index_shard(tar)
         hit = U.isin(idx.uids, subset)
         if hit.any():
-            out[tar] = dict(zip(idx.keys[hit].tolist(), U.uids_to_hex(idx.uids[hit]).tolist(), strict=True))
+            keys = np.char.decode(idx.keys[hit]).tolist()
+            out[tar] = dict(zip(keys, U.uids_to_hex(idx.uids[hit]).tolist(), strict=True))
     return out
 
 
@@ -129,6 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=Path, default=None, help="existing shards dir (default: generate one)")
     ap.add_argument("--samples", type=int, default=60_000, help="size of the generated pool")
+    ap.add_argument("--image-px", type=int, default=32,
+                    help="side of the generated JPEGs: 32 (the tiny world, ~4 KB a sample), 384 (~27 KB), 512 (~45 KB)")
     ap.add_argument("--fraction", type=float, nargs="+", default=[0.3, 1.0], help="subset fractions to time")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=10_000)
@@ -138,7 +143,7 @@ def main() -> None:
         shards = args.pool
         if shards is None:
             shards = tmp / "shards"
-            t, _ = _timed(generate_pool, shards, args.samples)
+            t, _ = _timed(generate_pool, shards, args.samples, 5000, 0, args.image_px)
             print(f"generated a pool of {args.samples:,} samples in {t:.1f}s")
         tars = list_shards(shards)
         in_bytes = sum(t.stat().st_size for t in tars)
@@ -164,7 +169,8 @@ def main() -> None:
             n = sub.size
             rows.append((frac, n, "tarfile member copy, sequential (+ index)", t_tf + tw, b_tf))
             rows.append((frac, n, "iter_tar_samples + TarSampleWriter (+ index)", t_sw + tw, b_sw))
-            for label, t, st in ((f"-j {args.workers} ({s['processes']} process(es) used)", t_rs, s),
+            used = "threads" if s["executor"] == "ThreadExecutor" else "processes"
+            for label, t, st in ((f"-j {args.workers} ({s['workers']} {used})", t_rs, s),
                                  (f"forced {args.workers} processes", t_r2, s2)):
                 rows.append((frac, n, f"datacomp reshard {label}", t, st["bytes_written"]))
                 rows.append((frac, n, "  of which copying (incl. process start)", st["copy_seconds"],

@@ -138,7 +138,7 @@ def test_output_readable_by_webdataset_and_tarfile(pool, tmp_path):
     shards, uids = pool
     sub = _subset(tmp_path / "sub.npy", uids[::2] + uids[:3])  # spans several output shards
     s = reshard(shards, tmp_path / "out", sub, shard_size=400, progress=False, executor=LocalExecutor(2))
-    assert s["processes"] == 2 and s["output_shard_count"] > 2
+    assert s["workers"] == 2 and s["executor"] == "LocalExecutor" and s["output_shard_count"] > 2
     tars = [str(p) for p in list_shards(tmp_path / "out")]
     got = list(wds.WebDataset(tars, shardshuffle=False, empty_check=False).to_tuple("__key__", "jpg", "txt", "json"))
     assert sorted(k for k, *_ in got) == sorted(k for k, _ in _output_samples(tmp_path / "out"))
@@ -318,7 +318,7 @@ def test_no_copy_uid_filter(pool, tmp_path):
 
 
 def test_plan_splits_repeats_across_full_shards():
-    keys = np.asarray(["a", "b", "c"], dtype=object)
+    keys = np.asarray([b"a", b"b", b"c"])
     hexes = ["1" * 32, "2" * 32, "3" * 32]
     sel = [Selection(Path("x.tar"), keys, U.hex_to_uids(np.asarray(hexes)), np.asarray([1, 3, 2])),
            Selection(Path("y.tar"), keys[:1], U.hex_to_uids(np.asarray(hexes[:1])), np.asarray([2]))]
@@ -329,24 +329,32 @@ def test_plan_splits_repeats_across_full_shards():
         return [(pc.tar, pc.keys.tolist(), pc.uids.astype(str).tolist(), pc.j0.tolist(), pc.n.tolist())
                 for pc in plan.pieces]
 
-    assert rows(p0) == [("x.tar", ["a", "b"], hexes[:2], [0, 0], [1, 2])]
-    assert rows(p1) == [("x.tar", ["b", "c"], hexes[1:], [2, 0], [1, 2])]
-    assert rows(p2) == [("y.tar", ["a"], hexes[:1], [0], [2])]
+    assert rows(p0) == [("x.tar", [b"a", b"b"], hexes[:2], [0, 0], [1, 2])]
+    assert rows(p1) == [("x.tar", [b"b", b"c"], hexes[1:], [2, 0], [1, 2])]
+    assert rows(p2) == [("y.tar", [b"a"], hexes[:1], [0], [2])]
 
 
-def test_fast_and_general_paths_write_identical_bytes(pool, tmp_path):
+@pytest.mark.parametrize("bufsize", [0, 7])
+def test_kernel_memory_and_general_paths_write_identical_bytes(pool, tmp_path, monkeypatch, bufsize):
+    from datacomp.reshard import fastcopy
     from datacomp.reshard.copy import write_output_shard
     from datacomp.reshard.plan import iter_indexes, select
 
+    monkeypatch.setattr(fastcopy, "CHUNK_BLOCKS", 23)  # the in-memory path then spans many chunks
     shards, uids = pool
-    sub = U.read_subset(_subset(tmp_path / "s.npy", uids[::50] + uids[::100]))
+    sub = U.read_subset(_subset(tmp_path / "s.npy", uids[::50] + uids[::100] + uids[1:40]))
     sels, _ = select(iter_indexes(list_shards(shards), 1), sub)
-    plans = plan_outputs(sels, shard_size=40, seed=3)
+    plans = plan_outputs(sels, shard_size=60, seed=3)
     assert len(plans[0].pieces) > 1
-    for fast in (True, False):
-        st = write_output_shard(str(tmp_path / str(fast)), 0, plans[0].pieces, shuffle_bufsize=7, seed=5, fast=fast)
-        assert st["path"] == ("fast" if fast else "general") and st["samples"] == 40
-    assert (tmp_path / "True" / "00000000.tar").read_bytes() == (tmp_path / "False" / "00000000.tar").read_bytes()
+    got = {}
+    for path, kw in (("kernel", {}), ("memory", {"kernel_copy": False}), ("general", {"fast": False})):
+        st = write_output_shard(str(tmp_path / path), 0, plans[0].pieces, shuffle_bufsize=bufsize, seed=5, **kw)
+        assert st["path"] == path and st["samples"] == 60
+        got[path] = (tmp_path / path / "00000000.tar").read_bytes()
+        assert st["bytes"] == len(got[path])
+    assert got["kernel"] == got["memory"] == got["general"]
+    with tarfile.open(tmp_path / "kernel" / "00000000.tar") as tf:
+        assert len(tf.getnames()) == 3 * 60
 
 
 def test_webdataset_written_shards_take_the_fast_path(tmp_path):
@@ -376,7 +384,7 @@ def test_webdataset_written_shards_take_the_fast_path(tmp_path):
     sels, _ = select(iter_indexes(list_shards(shards), 1), U.read_subset(sub))
     pieces = plan_outputs(sels, shard_size=100)[0].pieces
     st = write_output_shard(str(tmp_path / "fast"), 0, pieces)
-    assert st["path"] == "fast"
+    assert st["path"] == "kernel"
     write_output_shard(str(tmp_path / "general"), 0, pieces, fast=False)
     tar = (tmp_path / "fast" / "00000000.tar").read_bytes()
     assert tar == (tmp_path / "general" / "00000000.tar").read_bytes()

@@ -6,13 +6,14 @@ task's completion marker. Resume is therefore "skip tasks whose marker exists".
 """
 
 from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, run_tasks
-from datacomp.engine.local import LocalExecutor, get_executor
+from datacomp.engine.local import LocalExecutor, ThreadExecutor, get_executor
 
 __all__ = [
     "Executor",
     "LocalExecutor",
     "Task",
     "TaskResult",
+    "ThreadExecutor",
     "completed_tasks",
     "get_executor",
     "run_tasks",

@@ -11,9 +11,9 @@ from typing import Any, BinaryIO
 from datacomp.errors import DataCompError
 from datacomp.io import atomic_path, write_json_atomic
 from datacomp.pool.shards import shard_name
+from datacomp.pool.tario import TarOut, iter_members, mapped
 from datacomp.reshard.fastcopy import fast_plan, fast_write, missing_error
 from datacomp.reshard.plan import Piece
-from datacomp.reshard.tarcopy import TarOut, iter_members, mapped
 
 IMAGE_EXTS = ("jpg", "jpeg")
 
@@ -28,30 +28,29 @@ def write_output_shard(
     boxes: dict[str, list[list[float]]] | None = None,
     blur_quality: int = 95,
     fast: bool = True,
+    kernel_copy: bool = True,
 ) -> dict[str, Any]:
     """Write ``NNNNNNNN.tar`` then ``NNNNNNNN_stats.json``; both appear under final names only when complete.
 
     Members are copied byte for byte (renamed ``<uid>-<j>.<ext>``); with ``blur`` the ``jpg`` of a sample
     with face boxes (from ``boxes`` or its json's ``face_bboxes``) is decoded, blurred and re-encoded.
-    Plain ustar inputs take the vectorised block path (``fast``); both paths write identical bytes.
+    Plain ustar inputs take the vectorised block path (``fast``: kernel copies where the platform has
+    them, else assembled in memory); every path writes identical bytes (``st["path"]`` says which ran).
     """
     out = Path(out_dir)
     name = shard_name(index)
     planned = sum(int(p.n.sum()) for p in pieces)
     rng = random.Random(f"{seed}-{index}")
     st: dict[str, Any] = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
-    with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "wb", buffering=1 << 20) as f:
+    with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "w+b", buffering=1 << 20) as f:
         done = None
-        fallback = False
         if fast and not blur:
             fp = fast_plan(pieces)
-            done = fast_write(f, pieces, fp, shuffle_bufsize, rng) if fp is not None else None
+            done = fast_write(f, pieces, fp, shuffle_bufsize, rng, kernel=kernel_copy) if fp is not None else None
         if done is None:  # the general path replays the same shuffle from a fresh generator
-            fallback = True
             rng = random.Random(f"{seed}-{index}")
-            done = _general_write(f, pieces, shuffle_bufsize, rng, blur, boxes, blur_quality, st)
-        st["samples"], st["bytes"] = done
-        st["path"] = "general" if fallback else "fast"
+            done = (*_general_write(f, pieces, shuffle_bufsize, rng, blur, boxes, blur_quality, st), "general")
+        st["samples"], st["bytes"], st["path"] = done
     if st["samples"] != planned:
         raise DataCompError(f"{out / name}.tar: wrote {st['samples']} samples, planned {planned}")
     write_json_atomic(out / f"{name}_stats.json", {"successes": st["samples"]}, indent=4)
@@ -116,7 +115,8 @@ def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: 
         count += 1
 
     for piece in pieces:
-        want = {k: (u, j, n) for k, u, j, n in zip(piece.keys.tolist(), piece.uids.astype("U32").tolist(),
+        keys = [k.decode("utf-8", "surrogateescape") for k in piece.keys.tolist()]
+        want = {k: (u, j, n) for k, u, j, n in zip(keys, piece.uids.astype("U32").tolist(),
                                                     piece.j0.tolist(), piece.n.tolist(), strict=True)}
         done: set[str] = set()
         with mapped(piece.tar) as buf, memoryview(buf) as mv:

@@ -27,8 +27,9 @@ STATE_DIR = ".reshard"  # completion markers and the run's fingerprint (hidden: 
 OUTPUT_SHARD_FORMAT = "{:08d}.tar"
 OUTPUT_STATS_FORMAT = "{:08d}_stats.json"
 MISSING_FILE = "missing_uids.txt"
-# Starting a worker process costs about a second (spawn + imports) while one process copies tens of
-# thousands of samples per second, so small outputs are copied in-process; --workers is the cap.
+# Starting a worker process costs about a second (spawn + imports) while one process copies hundreds of
+# thousands of samples per second, so small outputs are copied by threads of this process (the kernel
+# copies and numpy release the GIL); --workers is the cap.
 MIN_SAMPLES_PER_PROCESS = 100_000
 
 
@@ -129,7 +130,12 @@ def reshard(
     total = sum(p.count for p in plans)
     per_process = MIN_SAMPLES_PER_PROCESS // (20 if blur else 1)  # blurring costs ms per image
     procs = max(1, min(workers, len(tasks), -(-total // per_process)))
-    ex = executor or get_executor("local", procs)
+    if executor is not None:
+        ex = executor
+    elif procs == 1 and not blur and min(workers, len(tasks)) > 1:
+        ex = get_executor("threads", min(workers, len(tasks)))  # copies release the GIL; no process start
+    else:
+        ex = get_executor("local", procs)
     t0 = time.perf_counter()
     results = run_tasks(tasks, ex, state_dir=out / STATE_DIR, desc="reshard", unit="sample", progress=progress)
     copy_seconds = time.perf_counter() - t0
@@ -145,7 +151,8 @@ def reshard(
     n_now = sum(r.stats["samples"] for r in copied)
     b_now = sum(r.stats["bytes"] for r in copied)
     counts["copy_seconds"] = round(copy_seconds, 3)
-    counts["processes"] = ex.workers
+    counts["workers"] = ex.workers
+    counts["executor"] = type(ex).__name__
     counts["samples_per_s"] = round(n_now / copy_seconds, 1) if copy_seconds > 0 else None
     counts["mb_per_s"] = round(b_now / 1e6 / copy_seconds, 2) if copy_seconds > 0 else None
     if resumed or counts["output_shards_resumed"]:

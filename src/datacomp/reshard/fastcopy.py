@@ -8,6 +8,9 @@ with no Python work per member.
 
 from __future__ import annotations
 
+import errno
+import mmap
+import os
 import random
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -15,8 +18,8 @@ from typing import BinaryIO
 import numpy as np
 
 from datacomp.errors import DataCompError
+from datacomp.pool.tario import BLOCK, end_blocks, headers, mapped, ranges_to_index, scan_layout
 from datacomp.reshard.plan import Piece
-from datacomp.reshard.tarcopy import BLOCK, end_blocks, headers, mapped, ranges_to_index, scan_layout
 
 CHUNK_BLOCKS = 1 << 17  # 64 MiB of output assembled at a time
 
@@ -56,7 +59,7 @@ def fast_plan(pieces: list[Piece]) -> FastPlan | None:
             lay = scan_layout(buf, piece.tar)
             if lay is None:
                 return None
-            want = np.char.encode(piece.keys, "utf-8")
+            want = piece.keys
             order = np.argsort(want)
             sk = want[order]
             pos = np.minimum(np.searchsorted(sk, lay.key), sk.size - 1)
@@ -67,7 +70,7 @@ def fast_plan(pieces: list[Piece]) -> FastPlan | None:
                 return None  # a sample's members are not consecutive: general path
             if starts.size != piece.keys.size:
                 found = set(w[starts].tolist())
-                lost = next(k for i, k in enumerate(piece.keys.tolist()) if i not in found)
+                lost = next(k for i, k in enumerate(piece.keys.tolist()) if i not in found).decode()
                 raise missing_error(piece.tar, lost, piece.keys.size - starts.size)
             cnt = np.diff(np.r_[starts, m_idx.size])
             mlen = 1 + lay.nblk[m_idx]
@@ -106,10 +109,15 @@ def buffer_order(n: int, bufsize: int, rng: random.Random) -> list[int]:
     return out
 
 
-def fast_write(f: BinaryIO, pieces: list[Piece], fp: FastPlan, bufsize: int, rng: random.Random
-               ) -> tuple[int, int] | None:
-    """Write the planned samples as a tar to ``f``; (samples, bytes), or None (nothing written) when
-    a header needs more than plain ustar (the general path then writes pax headers)."""
+def fast_write(f: BinaryIO, pieces: list[Piece], fp: FastPlan, bufsize: int, rng: random.Random,
+               kernel: bool = True) -> tuple[int, int, str] | None:
+    """Write the planned samples as a tar to ``f`` (a fresh, empty file opened for reading and writing);
+    (samples, bytes, "kernel" or "memory"), or None (nothing written) when a header needs more than
+    plain ustar (the general path then writes pax). ``kernel=False`` forces the in-memory path.
+
+    Each output member is its input block run (header + data) with a new header, so the output is a
+    list of block runs copied from the inputs, merged where adjacent in both, plus the new headers.
+    """
     e_sample = np.repeat(np.arange(fp.n.size), fp.n)
     e_j = np.repeat(fp.j0, fp.n) + np.arange(e_sample.size) - np.repeat(np.cumsum(fp.n) - fp.n, fp.n)
     if bufsize > 0:
@@ -120,40 +128,98 @@ def fast_write(f: BinaryIO, pieces: list[Piece], fp: FastPlan, bufsize: int, rng
     counts = fp.mem_count[e_sample]
     om = ranges_to_index(fp.mem_start[e_sample], counts)
     oe = np.repeat(np.arange(e_sample.size), counts)
-    names = np.char.add(np.char.add(np.char.add(np.char.add(fp.uid[e_sample][oe], b"-"), e_j[oe].astype("S20")),
-                                    b"."), fp.ext[om])
+    j = e_j[oe]
+    j_text = (j + 48).astype(np.uint8).view("S1") if j.size and j.max() < 10 else j.astype("S20")  # 10x faster
+    names = np.char.add(np.char.add(np.char.add(np.char.add(fp.uid[e_sample][oe], b"-"), j_text), b"."), fp.ext[om])
     hdrs = headers(names, fp.size[om], fp.mtime[om])
     if hdrs is None:
         return None
     hdr_at = e_off[oe] + fp.rel_hdr[om]
-    total = 0
-    a = 0
-    work = np.empty((min(CHUNK_BLOCKS, int(e_off[-1] + e_len[-1])) if e_len.size else 0, BLOCK), np.uint8)
+    n_blocks = int(e_off[-1] + e_len[-1]) if e_len.size else 0
+    # chunks of whole emissions, about CHUNK_BLOCKS each: the unit of the in-memory path
+    cuts = [0]
+    while cuts[-1] < e_sample.size:
+        cuts.append(max(int(np.searchsorted(e_off, e_off[cuts[-1]] + CHUNK_BLOCKS, "left")), cuts[-1] + 1))
+    m_cut = np.searchsorted(oe, cuts[1:-1])
+    # block runs: members adjacent in the same input and in the output merge into one copy
     m_piece = fp.piece[e_sample][oe]
-    while a < e_sample.size:
-        base = int(e_off[a])
-        b = max(int(np.searchsorted(e_off, base + CHUNK_BLOCKS, "left")), a + 1)
-        nblocks = int(e_off[b - 1] + e_len[b - 1]) - base
-        out = work[:nblocks] if nblocks <= work.shape[0] else np.empty((nblocks, BLOCK), np.uint8)
-        ma, mb = np.searchsorted(oe, [a, b])  # output members of emissions a..b-1
-        for pi in np.unique(m_piece[ma:mb]).tolist():
-            sel = ma + np.flatnonzero(m_piece[ma:mb] == pi)
-            s0, ln, d0 = fp.src_hdr[om[sel]], fp.mlen[om[sel]], hdr_at[sel] - base
-            # merge members adjacent in both input and output into runs: one slice copy per run
-            brk = np.flatnonzero((s0[1:] != s0[:-1] + ln[:-1]) | (d0[1:] != d0[:-1] + ln[:-1])) + 1
-            starts = np.r_[0, brk]
-            run_len = np.add.reduceat(ln, starts)
+    src, ln = fp.src_hdr[om], fp.mlen[om]
+    brk = (m_piece[1:] != m_piece[:-1]) | (src[1:] != src[:-1] + ln[:-1]) | (hdr_at[1:] != hdr_at[:-1] + ln[:-1])
+    brk[m_cut - 1] = True
+    starts = np.r_[0, np.flatnonzero(brk) + 1] if om.size else np.zeros(0, np.int64)
+    runs = Runs(m_piece[starts], src[starts], hdr_at[starts], np.add.reduceat(ln, starts) if om.size else starts)
+    size = n_blocks * BLOCK + len(end_blocks(n_blocks * BLOCK))
+    if kernel and _kernel_copy(f, pieces, runs, hdrs, hdr_at, size):
+        return int(e_sample.size), size, "kernel"
+    chunk_runs = np.r_[np.searchsorted(runs.dst, e_off[cuts[:-1]]), runs.n.size]
+    _gather_write(f, pieces, runs, hdrs, hdr_at, chunk_runs, n_blocks)
+    return int(e_sample.size), size, "memory"
+
+
+@dataclass
+class Runs:
+    """Block runs to copy, in output order: input piece, first input block, first output block, length."""
+
+    piece: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    n: np.ndarray
+
+
+def _kernel_copy(f: BinaryIO, pieces: list[Piece], runs: Runs, hdrs: np.ndarray, hdr_at: np.ndarray,
+                 size: int) -> bool:
+    """Runs copied by ``copy_file_range`` (page cache to page cache, 3-4x faster than ``write`` here),
+    then the new headers patched through a memory map. False, having written nothing, where the
+    platform or file system cannot (no such call, different file systems): use the in-memory path."""
+    if not hasattr(os, "copy_file_range") or size == 0:
+        return False
+    out = f.fileno()
+    fds = [os.open(p.tar, os.O_RDONLY) for p in pieces]
+    try:
+        for pi, s, d, n in zip(runs.piece.tolist(), (runs.src * BLOCK).tolist(), (runs.dst * BLOCK).tolist(),
+                               (runs.n * BLOCK).tolist(), strict=True):
+            while n > 0:
+                try:
+                    done = os.copy_file_range(fds[pi], out, n, s, d)
+                except OSError as e:
+                    if e.errno in _NO_KERNEL_COPY and d == 0:
+                        return False
+                    raise
+                if done == 0:
+                    raise DataCompError(f"{pieces[pi].tar}: shorter than its tar headers say; re-create this shard")
+                s, d, n = s + done, d + done, n - done
+    finally:
+        for fd in fds:
+            os.close(fd)
+    os.ftruncate(out, size)  # the end-of-archive blocks are zeros: extending the file writes them
+    with mmap.mmap(out, size) as mm:
+        view = np.frombuffer(mm, dtype=np.uint8).reshape(-1, BLOCK)
+        view[hdr_at] = hdrs
+        del view
+    return True
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.EPERM}
+
+
+def _gather_write(f: BinaryIO, pieces: list[Piece], runs: Runs, hdrs: np.ndarray, hdr_at: np.ndarray,
+                  chunk_runs: np.ndarray, n_blocks: int) -> None:
+    """The portable path: assemble each chunk of output blocks in memory, then one ``write``."""
+    work = np.empty((min(CHUNK_BLOCKS, n_blocks), BLOCK), np.uint8)
+    for ra, rb in zip(chunk_runs[:-1].tolist(), chunk_runs[1:].tolist(), strict=True):
+        base = int(runs.dst[ra])
+        end = int(runs.dst[rb - 1] + runs.n[rb - 1])
+        out = work[: end - base] if end - base <= work.shape[0] else np.empty((end - base, BLOCK), np.uint8)
+        for pi in np.unique(runs.piece[ra:rb]).tolist():
+            sel = ra + np.flatnonzero(runs.piece[ra:rb] == pi)
             with mapped(pieces[pi].tar) as buf:
                 arr = np.frombuffer(buf, dtype=np.uint8)
                 blocks = arr[: arr.size // BLOCK * BLOCK].reshape(-1, BLOCK)
-                for src, dst, n in zip(s0[starts].tolist(), d0[starts].tolist(), run_len.tolist(), strict=True):
-                    out[dst : dst + n] = blocks[src : src + n]
+                for s, d, n in zip(runs.src[sel].tolist(), (runs.dst[sel] - base).tolist(), runs.n[sel].tolist(),
+                                   strict=True):
+                    out[d : d + n] = blocks[s : s + n]
                 del arr, blocks
-        out[hdr_at[ma:mb] - base] = hdrs[ma:mb]
+        h0, h1 = np.searchsorted(hdr_at, [base, end])
+        out[hdr_at[h0:h1] - base] = hdrs[h0:h1]
         f.write(memoryview(out).cast("B"))
-        total += out.nbytes
-        a = b
-    tail = end_blocks(total)
-    f.write(tail)
-    return int(e_sample.size), total + len(tail)
-
+    f.write(end_blocks(n_blocks * BLOCK))

@@ -10,12 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from datacomp import uids as U
 from datacomp.errors import DataCompError
-from datacomp.reshard.tarcopy import iter_members, mapped
+from datacomp.pool.tario import iter_members, mapped
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class ShardIndex:
     """The successful samples of one input shard: tar member key and uid, in the index's row order."""
 
     tar: Path
-    keys: np.ndarray  # object array of str (tar member key, e.g. "000000000012")
+    keys: np.ndarray  # S: utf-8 tar member keys (e.g. b"000000000012"), compared as bytes with the tar
     uids: np.ndarray  # u8,u8
     source: str  # "parquet" or "tar"
 
@@ -60,8 +61,7 @@ def _from_parquet(tar: Path, path: Path) -> ShardIndex | None:
         uids = U.hex_to_uids(table.column("uid"))
     except DataCompError as e:
         raise DataCompError(f"{path}: {e}") from None
-    keys = np.asarray(table.column("key").to_pylist(), dtype=object)
-    return ShardIndex(tar, keys, uids, "parquet")
+    return ShardIndex(tar, key_bytes(table.column("key")), uids, "parquet")
 
 
 def _from_tar(tar: Path) -> ShardIndex:
@@ -83,4 +83,26 @@ def _from_tar(tar: Path) -> ShardIndex:
         uids = U.hex_to_uids(np.asarray(hexes, dtype="U32") if hexes else np.zeros(0, "U32"))
     except DataCompError as e:
         raise DataCompError(f"{tar}: {e}") from None
-    return ShardIndex(tar, np.asarray(keys, dtype=object), uids, "tar")
+    return ShardIndex(tar, _encode(keys), uids, "tar")
+
+
+def _encode(keys: list[str]) -> np.ndarray:
+    return np.char.encode(np.asarray(keys, dtype=str), "utf-8") if keys else np.zeros(0, "S1")
+
+
+def key_bytes(column: Any) -> np.ndarray:
+    """An Arrow string column as a numpy ``S`` array; zero-copy when all keys have one length (img2dataset's)."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) and not arr.null_count and (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        off_type = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], off_type)[arr.offset : arr.offset + len(arr) + 1]
+        width = int(offsets[1] - offsets[0])
+        if width > 0 and (np.diff(offsets) == width).all():
+            data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+            if data.all():  # no NUL bytes, which S arrays would strip
+                return data.view(f"S{width}")
+    if arr.null_count:
+        raise DataCompError("the key column has empty (null) values; re-create the shard's parquet")
+    return _encode(arr.to_pylist())

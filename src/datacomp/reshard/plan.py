@@ -26,7 +26,7 @@ class Selection:
     """The selected samples of one input shard and how many times each is written."""
 
     tar: Path
-    keys: np.ndarray  # object array of member keys
+    keys: np.ndarray  # S: utf-8 member keys
     uids: np.ndarray  # u8,u8
     counts: np.ndarray  # int64 multiplicity (>= 1)
 
@@ -44,7 +44,7 @@ class Piece:
     """
 
     tar: str
-    keys: np.ndarray  # U: tar member keys
+    keys: np.ndarray  # S: utf-8 tar member keys
     uids: np.ndarray  # S32: 32-hex uids
     j0: np.ndarray  # int64
     n: np.ndarray  # int64
@@ -129,7 +129,6 @@ def plan_outputs(selections: list[Selection], shard_size: int, seed: int | None 
     for i in order:
         sel = selections[i]
         hexes = U.uids_to_hex(sel.uids).astype("S32")
-        keys = sel.keys.astype(str)
         end = np.cumsum(sel.counts)
         start = end - sel.counts
         total = int(end[-1]) if end.size else 0
@@ -143,7 +142,7 @@ def plan_outputs(selections: list[Selection], shard_size: int, seed: int | None 
             if s == len(plans):
                 plans.append(OutputPlan(s))
             plans[s].pieces.append(
-                Piece(str(sel.tar), keys[rows], hexes[rows], j0.astype(np.int64), n.astype(np.int64))
+                Piece(str(sel.tar), sel.keys[rows], hexes[rows], j0.astype(np.int64), n.astype(np.int64))
             )
             lo = hi
         g += total

@@ -1,9 +1,10 @@
-"""Tar member copying at close to raw-copy speed: headers parsed by hand, data never decoded.
+"""Tar shards read and written without ``tarfile``: headers parsed by hand, data never decoded.
 
 ``tarfile`` spends tens of microseconds of Python per member; shards hold small members (a few KB),
-so that would bound a reshard far below disk speed. Here the input is memory-mapped, headers are
-parsed with a few slices (ustar, pax ``path``/``size`` records and GNU long names are understood),
-and each selected member is written as a fresh ustar header plus the original data bytes.
+so that would bound reading (training) and copying (reshard) far below disk speed. Here a shard is
+memory-mapped and its member table parsed vectorised (:func:`scan_layout`, plain ustar and
+img2dataset's pax-mtime shards) or member by member (:func:`iter_members`: pax ``path``/``size``
+records and GNU long names too); writers emit fresh ustar headers byte-identical to :func:`header`.
 """
 
 from __future__ import annotations
@@ -237,6 +238,11 @@ def scan_layout(buf: mmap.mmap | bytes, path: str | os.PathLike[str]) -> Layout 
         return None
     dot = isdot.argmax(1)
     w = names.shape[1]
+    d0 = int(dot[0])
+    if 0 < d0 < w - 1 and (dot == d0).all():  # fixed-width keys (img2dataset's): two slices
+        key = np.ascontiguousarray(names[:, :d0]).view(f"S{d0}").ravel()
+        ext = np.ascontiguousarray(names[:, d0 + 1 :]).view(f"S{w - d0 - 1}").ravel()
+        return Layout(blocks, cand, nblk, size, mtime, key, ext)
     col = np.arange(w)
     key = np.where(col < dot[:, None], names, 0)
     shifted = np.take_along_axis(names, np.minimum(dot[:, None] + 1 + col, w - 1), axis=1)
