@@ -1,15 +1,24 @@
 """Each baseline over a synthetic 1M-row CommonPool-style metadata set on 2 cores.
 
-For every baseline it reports rows/s and peak memory of, in the same run:
-  - ``datacomp``: ``run_filter`` cold (fresh signals cache) and cached (signals already computed);
-  - ``per-row``: the original's style, a plain Python loop per row (what ``df.apply`` does), with
-    ``int(uid, 16)`` per row and fastText/CLD3/WordNet called once per caption / token, run over the
-    files with 2 processes like the original's ``multiprocessing.Pool``;
-  - ``scan``: a bare pyarrow read of the same columns (the floor for any filter).
+For every baseline it reports seconds, rows/s and peak memory of, in the same run:
+  - ``cold``: ``run_filter`` from an empty signals cache (it computes only the signal groups the
+    rule needs, and language ID only for the rows the rule's other conditions keep);
+  - ``cached``: ``run_filter`` again over the cache the cold run left;
+  - ``per-row``: the issue's comparator, the same rule as a per-row pandas
+    ``DataFrame.apply(fn, axis=1)`` (fastText/CLD3/WordNet called per row, ``int(uid, 16)`` per
+    kept row), over the files with a 2-process spawn ``multiprocessing.Pool`` like the original;
+  - ``original``: the original ``baselines.py`` code (``Series.apply`` per column, which is
+    faster than ``axis=1``), same pool: the stricter comparator;
+  - ``scan``: a bare ``ParquetFile.read`` of the same columns, file after file (the floor);
+  - ``read_table``: the same through ``pq.read_table`` in an environment with pandas installed,
+    where pyarrow imports pandas (~0.35 s) on the first Arrow call of the process.
 
-    python benchmarks/filters.py [--rows 1000000] [--files 8] [--out /tmp/dc-bench-filters]
+    python benchmarks/filters.py [--rows 1000000] [--files 8] [--out /tmp/dc-bench-filters] [--names a,b]
 
-Each measurement runs in its own subprocess so its peak RSS (largest process) is its own.
+The project does not depend on pandas, so ``cold``/``cached``/``scan`` run from the project's venv
+and the pandas variants from a side venv that sees the project's packages plus pandas
+(``--pandas-venv``, created on first use with pip: ``pandas==2.3.3``, the ``bench`` extra). Each
+measurement runs in its own subprocess (imports included) so its peak RSS (largest process) is its own.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +62,11 @@ def make_data(out: Path, rows: int, files: int, seed: int = 0) -> Path:
     import pyarrow.parquet as pq
 
     meta = out / "metadata"
-    if meta.is_dir() and len(list(meta.glob("*.parquet"))) == files:
+    have = sorted(meta.glob("*.parquet")) if meta.is_dir() else []
+    if len(have) == files and sum(pq.ParquetFile(f).metadata.num_rows for f in have) == rows:
         return meta
+    for f in have:
+        f.unlink()
     meta.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     per = rows // files
@@ -75,85 +89,150 @@ def make_data(out: Path, rows: int, files: int, seed: int = 0) -> Path:
     return meta
 
 
-# --- the per-row reference (the original's style) ------------------------------------------------
+# --- the per-row references --------------------------------------------------------------------
+#
+# ``per-row``: the issue's comparator, a per-row pandas ``DataFrame.apply(fn, axis=1)`` of the same
+# rule; ``fn`` tests one row and returns its uid as two ints (or None).  ``original``: the code of the
+# original ``baselines.py`` (``Series.apply`` per column for language/length/synsets, per-row
+# ``int(uid, 16)``), the stricter comparator.  Both run over the files with a 2-process spawn Pool
+# (``imap_unordered``, as the original's ``apply_filter``).  For text_based both use our WordNet reader
+# and a Python ``set`` of ids, far kinder than the original's NLTK calls and list scan.
 
 
-def _uids_per_row(uids: list[str]) -> np.ndarray:
-    return np.array([(int(u[:16], 16), int(u[16:32], 16)) for u in uids], np.dtype("u8,u8"))
+def _uid_pair(u: str) -> tuple[int, int]:
+    return int(u[:16], 16), int(u[16:32], 16)
+
+
+def _uids(values: Iterable[str]) -> np.ndarray:
+    return np.array([_uid_pair(u) for u in values], np.dtype("u8,u8"))
+
+
+def _models(name: str) -> dict[str, Any]:
+    m: dict[str, Any] = {}
+    if name in ("basic_filter", "text_based"):
+        from datacomp.filters.text import _fasttext_model
+
+        m["ft"] = _fasttext_model()
+    if name == "text_based":
+        from datacomp.filters.wordnet import imagenet21k_synsets_file, load_wordnet
+
+        m["wn"] = load_wordnet()
+        m["ids"] = {int(x[1:]) for x in imagenet21k_synsets_file().read_text().split()}
+    if name == "laion2b":
+        from datacomp.filters.text import _cld3_model
+
+        m["cld3"] = _cld3_model()
+    return m
+
+
+def _lang(ft: Any, x: str) -> str:
+    return ft.predict(x.replace("\n", " "))[0][0].split("__label__")[1]
+
+
+def _has_entity(wn: Any, ids: set[int], x: str) -> bool:
+    for tok in x.split():
+        first = wn.first_synset(tok)
+        if first is not None and first[1] in ids:
+            return True
+    return False
+
+
+def _row_fn(name: str, threshold: float | None, m: dict[str, Any]) -> Callable[[Any], tuple[int, int] | None]:
+    """The rule for one pandas row (a Series): the uid pair if the row is kept, else None."""
+    if name == "no_filter":
+        return lambda r: _uid_pair(r["uid"])
+    if name == "clip_score":
+        return lambda r: _uid_pair(r["uid"]) if r["clip_l14_similarity_score"] >= threshold else None
+    if name == "basic_filter":
+        def basic(r: Any) -> tuple[int, int] | None:
+            x, w, h = r["text"], r["original_width"], r["original_height"]
+            ok = (_lang(m["ft"], x) == "en" and len(x.split()) > 2 and len(x) > 5 and min(w, h) >= 200
+                  and max(w, h) / min(w, h) <= 3.0)
+            return _uid_pair(r["uid"]) if ok else None
+        return basic
+    if name == "text_based":
+        return lambda r: (_uid_pair(r["uid"]) if _lang(m["ft"], r["text"]) == "en"
+                          and _has_entity(m["wn"], m["ids"], r["text"]) else None)
+    if name == "laion2b":
+        return lambda r: (_uid_pair(r["uid"]) if m["cld3"].FindLanguage(text=r["text"]).language == "en"
+                          and r["clip_b32_similarity_score"] >= 0.28 else None)
+    raise ValueError(name)
 
 
 def per_row_file(name: str, path: str, threshold: float | None) -> np.ndarray:
-    import pyarrow.parquet as pq
+    """``df.apply(rule, axis=1)`` over one file."""
+    import pandas as pd
 
-    t = pq.read_table(path, columns=COLUMNS[name])
-    cols = {c: t.column(c).to_pylist() for c in t.column_names}
-    uids = cols["uid"]
+    df = pd.read_parquet(path, columns=COLUMNS[name])
+    out = df.apply(_row_fn(name, threshold, _models(name)), axis=1)
+    return np.array([p for p in out if p is not None], np.dtype("u8,u8"))
+
+
+def original_file(name: str, path: str, threshold: float | None) -> np.ndarray:
+    """The original ``baselines.py`` code for one file (``Series.apply`` per column)."""
+    import pandas as pd
+
+    df = pd.read_parquet(path, columns=COLUMNS[name])
+    m = _models(name)
     if name == "no_filter":
-        keep = uids
-    elif name == "clip_score":
-        keep = [u for u, s in zip(uids, cols["clip_l14_similarity_score"]) if s >= threshold]
-    elif name == "basic_filter":
-        from datacomp.filters.text import _fasttext_model
-
-        m = _fasttext_model()
-        keep = []
-        for u, x, w, h in zip(uids, cols["text"], cols["original_width"], cols["original_height"]):
-            lang = m.predict(x.replace("\n", " "))[0][0]
-            if (lang == "__label__en" and len(x.split()) > 2 and len(x) > 5 and min(w, h) >= 200
-                    and max(w, h) / min(w, h) <= 3.0):
-                keep.append(u)
-    elif name == "text_based":
-        from datacomp.filters.text import _fasttext_model
-        from datacomp.filters.wordnet import imagenet21k_synsets_file, load_wordnet
-
-        m = _fasttext_model()
-        wn = load_wordnet()
-        ids = [int(x[1:]) for x in imagenet21k_synsets_file().read_text().split()]  # a list, as the original
-        ids_set = set(ids)  # (the original scans the list; a set keeps this baseline from being absurd)
-        keep = []
-        for u, x in zip(uids, cols["text"]):
-            if m.predict(x.replace("\n", " "))[0][0] != "__label__en":
-                continue
-            for tok in x.split():
-                first = wn.first_synset(tok)
-                if first is not None and first[1] in ids_set:
-                    keep.append(u)
-                    break
-    elif name == "laion2b":
-        from datacomp.filters.text import _cld3_model
-
-        det = _cld3_model()
-        keep = [u for u, x, s in zip(uids, cols["text"], cols["clip_b32_similarity_score"])
-                if det.FindLanguage(text=x).language == "en" and s >= 0.28]
-    else:
-        raise ValueError(name)
-    return _uids_per_row(keep)
+        return _uids(df["uid"].values)
+    if name == "clip_score":
+        return _uids(df[df["clip_l14_similarity_score"] >= threshold]["uid"].values)
+    if name == "basic_filter":
+        lang = df.text.apply(lambda x: _lang(m["ft"], x))
+        words = df.text.apply(lambda x: len(x.split()))
+        chars = df.text.apply(lambda x: len(x))
+        uid_int = df.uid.apply(int, base=16)
+        hi, lo = (uid_int // 2**64).astype("uint64"), (uid_int % 2**64).astype("uint64")
+        uids = np.array(list(zip(hi, lo)), "u8,u8")
+        w, h = df.original_width, df.original_height
+        mask = ((lang == "en") & (words > 2) & (chars > 5) & (np.minimum(w, h) >= 200)
+                & (np.maximum(w, h) / np.minimum(w, h) <= 3.0))
+        return uids[mask.to_numpy()]
+    if name == "text_based":
+        lang = df.text.apply(lambda x: _lang(m["ft"], x))
+        entity = df.text.apply(lambda x: _has_entity(m["wn"], m["ids"], x))
+        return _uids(df.uid[(lang == "en") & entity].values)
+    if name == "laion2b":
+        cld3 = df.text.apply(lambda x: m["cld3"].FindLanguage(text=x).language)
+        return _uids(df.uid[(cld3 == "en") & (df.clip_b32_similarity_score >= 0.28)].values)
+    raise ValueError(name)
 
 
-def per_row(name: str, meta: Path) -> int:
+def pandas_run(name: str, meta: Path, fn: Callable[[str, str, float | None], np.ndarray]) -> int:
     import multiprocessing as mp
 
-    import pyarrow.parquet as pq
+    import pandas as pd
 
     files = sorted(str(p) for p in meta.glob("*.parquet"))
     threshold = None
-    if name == "clip_score":  # the original: whole score column in one frame, full sort
-        s = np.concatenate([pq.read_table(f, columns=["clip_l14_similarity_score"]).column(0).to_numpy()
-                            for f in files])
-        threshold = float(-np.sort(-s)[int(len(s) * 0.3)])
+    if name == "clip_score":  # the original's get_threshold: the whole score column, full sort
+        s = pd.concat([pd.read_parquet(f, columns=["clip_l14_similarity_score"]) for f in files])
+        scores = s["clip_l14_similarity_score"].to_numpy()
+        threshold = float(-np.sort(-scores)[int(len(scores) * 0.3)])
     with mp.get_context("spawn").Pool(WORKERS) as pool:
-        parts = pool.starmap(per_row_file, [(name, f, threshold) for f in files])
+        parts = list(pool.imap_unordered(_star, [(fn, name, f, threshold) for f in files]))
     out = np.concatenate(parts)
     out.sort()
     return len(out)
 
 
-def scan(name: str, meta: Path) -> int:
+def _star(args: tuple[Any, ...]) -> np.ndarray:
+    return args[0](*args[1:])
+
+
+def scan(name: str, meta: Path, table: bool = False) -> int:
+    """A bare pyarrow read of the same columns, file after file (the floor for any filter).
+
+    ``table``: through ``pq.read_table`` (the usual call, which goes through ``pyarrow.dataset``
+    and so imports pandas when it is installed) instead of ``ParquetFile.read`` (which does not).
+    """
     import pyarrow.parquet as pq
 
     n = 0
     for f in sorted(meta.glob("*.parquet")):
-        n += pq.read_table(f, columns=COLUMNS[name]).num_rows
+        t = pq.read_table(f, columns=COLUMNS[name]) if table else pq.ParquetFile(f).read(columns=COLUMNS[name])
+        n += t.num_rows
     return n
 
 
@@ -176,10 +255,12 @@ def measure(args: argparse.Namespace) -> None:
     """Child process: run one variant, print JSON with seconds and peak RSS (largest process)."""
     meta = Path(args.out) / "metadata"
     t0 = time.perf_counter()
-    if args.variant == "scan":
-        n = scan(args.name, meta)
+    if args.variant in ("scan", "read_table"):
+        n = scan(args.name, meta, table=args.variant == "read_table")
     elif args.variant == "per-row":
-        n = per_row(args.name, meta)
+        n = pandas_run(args.name, meta, per_row_file)
+    elif args.variant == "original":
+        n = pandas_run(args.name, meta, original_file)
     else:
         n = ours(args.name, meta, Path(args.out), args.variant)
     sec = time.perf_counter() - t0
@@ -188,8 +269,32 @@ def measure(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": sec, "rows_out": n, "peak_mb": rss / 1024}))
 
 
-def run_child(name: str, variant: str, out: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", "--name", name, "--variant", variant, "--out", str(out)]
+PANDAS_VARIANTS = ("read_table", "per-row", "original")
+PANDAS_PINS = ("pandas==2.3.3", "pytz==2026.6")  # numpy, python-dateutil, tzdata come from the project's venv
+
+
+def pandas_python(venv: Path) -> str:
+    """An interpreter that sees the project's packages plus pandas (created once, ~30 s).
+
+    The project does not depend on pandas, and with pandas installed pyarrow imports it (~0.35 s) on
+    the first Arrow call of every process; so the comparators that need it run from this side venv
+    and ``datacomp`` runs from the project's own, as a user without pandas would run it.
+    """
+    py = venv / "bin" / "python"
+    if not py.exists():
+        import sysconfig
+
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+        main_site = sysconfig.get_paths()["purelib"]
+        Path(site, "_datacomp_main.pth").write_text(f"import site; site.addsitedir({main_site!r})\n")
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", *PANDAS_PINS], check=True)
+    return str(py)
+
+
+def run_child(name: str, variant: str, out: Path, python: str) -> dict:
+    cmd = [python, __file__, "--child", "--name", name, "--variant", variant, "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode:
@@ -203,6 +308,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--out", default="/tmp/dc-bench-filters")
     ap.add_argument("--names", default=",".join(BASELINES))
+    ap.add_argument("--pandas-venv", type=Path, default=Path("/tmp/dc-bench-pandas-venv"),
+                    help="side venv for the pandas comparators (created on first use)")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--name")
     ap.add_argument("--variant")
@@ -217,22 +324,26 @@ def main() -> None:
     for name in args.names.split(","):
         shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
     rows = args.rows
+    pandas_py = pandas_python(args.pandas_venv)
+    variants = ("scan", "read_table", "cold", "cached", "per-row", "original")
     print(f"{rows:,} rows in {args.files} parquet files, {WORKERS} workers\n")
     print(f"{'baseline':14s} {'variant':9s} {'seconds':>8s} {'rows/s':>11s} {'peak MB':>8s} {'kept':>9s}  ratios")
     for name in args.names.split(","):
-        r = {v: run_child(name, v, out) for v in ("scan", "cold", "cached", "per-row")}
+        r = {v: run_child(name, v, out, pandas_py if v in PANDAS_VARIANTS else sys.executable) for v in variants}
         for v, m in r.items():
             extra = ""
             if v in ("cold", "cached"):
                 extra = (f"{r['per-row']['seconds'] / m['seconds']:.1f}x per-row, "
-                         f"{m['seconds'] / r['scan']['seconds']:.1f}x scan time")
+                         f"{r['original']['seconds'] / m['seconds']:.1f}x original; "
+                         f"time {m['seconds'] / r['scan']['seconds']:.1f}x scan, "
+                         f"{m['seconds'] / r['read_table']['seconds']:.1f}x read_table")
             print(f"{name:14s} {v:9s} {m['seconds']:8.2f} {rows / m['seconds']:11,.0f} {m['peak_mb']:8.0f} "
                   f"{m['rows_out']:9,}  {extra}")
         assert r["cold"]["rows_out"] == r["cached"]["rows_out"]
+        assert r["per-row"]["rows_out"] == r["original"]["rows_out"], (name, r)
         if name in ("no_filter", "laion2b", "basic_filter"):
             assert r["cold"]["rows_out"] == r["per-row"]["rows_out"], (name, r)
         sys.stdout.flush()
-
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,9 @@ Both sides build the tiny model with ``open_clip.create_model_and_transforms``, 
 parameter groups, ``ClipLoss`` and the cosine schedule, and read the same shards (jpg decode +
 ``preprocess_train`` + tokenizer, in-process). The bare loop reads the shards in order; ``train``
 adds what the recipe needs (resampling with replacement, the shuffle buffer, per-sample seeding, the
-epoch-end checkpoint), and its figure includes all of that. Each repeat runs both back to back in
-alternating order; medians are reported. Without ``--data`` the embedded test world's pool is built
+epoch-end checkpoint), and its figure includes all of that. Each measurement runs in a fresh
+subprocess (so neither inherits the other's heap, threads or allocator state); each repeat runs both
+back to back in alternating order; medians are reported. Without ``--data`` the embedded test world's pool is built
 in a temporary directory. ``--full`` also times one whole tiny-scale run (51,200 samples).
 """
 
@@ -19,6 +20,8 @@ import itertools
 import json
 import math
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -80,6 +83,16 @@ def ours(data: Path, out: Path, steps: int, threads: int, tag: str) -> float:
     return train(str(data), out, tag, cfg, progress=False, threads=threads).samples_per_second
 
 
+def _child(kind: str, data: Path, out: Path, steps: int, threads: int) -> float:
+    """One measurement in a fresh interpreter; returns its samples/s."""
+    cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--out", str(out), "--steps", str(steps),
+           "--threads", str(threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"{kind} run failed:\n{res.stderr[-3000:]}")
+    return float(json.loads(res.stdout.strip().splitlines()[-1])["samples_per_second"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="shard dir (default: build the test world's pool)")
@@ -88,7 +101,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--full", action="store_true", help="also time one whole tiny-scale run (400 steps)")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--child", choices=["ours", "bare"], help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        rate = (ours(args.data, args.out, args.steps, args.threads, "run") if args.child == "ours"
+                else bare_loop(args.data, args.steps, 128, args.threads))
+        print(json.dumps({"samples_per_second": rate}))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         data = args.data
@@ -103,11 +123,9 @@ def main() -> None:
         for r in range(args.repeats):
             order = list(res) if r % 2 == 0 else list(res)[::-1]
             for name in order:
-                if name == "datacomp.train":
-                    res[name].append(ours(data, tmp_path / "runs", args.steps, args.threads, f"r{r}"))
-                else:
-                    res[name].append(bare_loop(data, args.steps, batch, args.threads))
-                print(f"repeat {r}: {name:<20} {res[name][-1]:8.1f} samples/s")
+                kind = "ours" if name == "datacomp.train" else "bare"
+                res[name].append(_child(kind, data, tmp_path / "runs" / f"r{r}", args.steps, args.threads))
+                print(f"repeat {r}: {name:<20} {res[name][-1]:8.1f} samples/s", flush=True)
         med = {k: statistics.median(v) for k, v in res.items()}
         ratio = med["datacomp.train"] / med["bare open_clip loop"]
         print(f"median samples/s ({args.steps} steps x batch {batch}, {args.threads} thread(s)):")

@@ -303,7 +303,7 @@ def test_where_over_cached_signals_equals_basic_filter(run):
 
 def test_signals_are_computed_once(run, pool_dir):
     run("basic_filter")
-    sig = run.out / "signals" / "caption"
+    sig = run.out / "signals" / "lang"
     before = {p.name: p.stat().st_mtime_ns for p in sig.glob("*.parquet")}
     assert len(before) == len(list(pool_dir.glob("*.parquet")))
     run(None, "where_again", where="lang <> 'en'")
@@ -358,7 +358,8 @@ def test_cli_build_centroids_signals_list_and_where(clustered, tmp_path, capsys)
     assert main(["filter", "signals", "--metadata-dir", str(meta), "--signals-dir", str(sig), "--centroids",
                  str(c), "--workers", "1"]) == 0
     groups = sorted(p.name.split("-")[0] for p in sig.iterdir() if p.is_dir())
-    assert groups == ["caption", "cld3", "clusters", "concepts"]
+    assert groups == ["caption", "cld3", "clusters", "clusters_dot", "concepts", "concepts_compat", "ft_tokens",
+                      "lang"]
     out = tmp_path / "w.npy"
     capsys.readouterr()
     assert main(["filter", "--where", "cluster_l2 < 4 AND lang = 'en'", "--metadata-dir", str(meta),

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file")
     q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
     q.add_argument("--signals-dir", type=Path, required=True)
-    q.add_argument("--groups", default="caption,cld3,concepts,clusters", help="comma-separated signal groups")
+    q.add_argument("--groups", default="lang,caption,ft_tokens,cld3,concepts,concepts_compat,clusters,clusters_dot",
+                   help="comma-separated signal groups")
     q.add_argument("--synsets", type=Path, default=None)
     q.add_argument("--centroids", type=Path, default=None)
     q.add_argument("--compat", action="store_true")

@@ -6,11 +6,12 @@ task's completion marker. Resume is therefore "skip tasks whose marker exists".
 """
 
 from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, run_tasks
-from datacomp.engine.local import LocalExecutor, ThreadExecutor, get_executor
+from datacomp.engine.local import LocalExecutor, ParentAndPoolExecutor, ThreadExecutor, get_executor
 
 __all__ = [
     "Executor",
     "LocalExecutor",
+    "ParentAndPoolExecutor",
     "Task",
     "TaskResult",
     "ThreadExecutor",

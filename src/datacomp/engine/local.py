@@ -1,9 +1,12 @@
-"""Local executors: in-process for one worker, else a process pool (or threads, for GIL-free tasks)."""
+"""Local executors: a process pool (in-process for one worker), threads for GIL-free tasks, or the
+calling process beside a pool for CPU-bound tasks whose imports are costly."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -50,6 +53,71 @@ class ThreadExecutor:
     def imap(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, dict[str, Any], float]]:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             yield from _bounded_imap(pool, tasks, self.workers)
+
+
+class ParentAndPoolExecutor:
+    """The engine's executor interface: the calling process runs tasks too, beside ``workers - 1``
+    spawned processes.
+
+    Why: CPU-bound tasks (computing filter signals) want every core, and each spawned process first spends about
+    a second of CPU on imports (numpy, pyarrow, pandas through pyarrow, fastText); the parent has
+    paid them already. Each slot (the parent's thread, one per process) takes the next task when it
+    is free, so the slots finish together.
+    """
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+
+    def imap(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, dict[str, Any], float]]:
+        todo = list(tasks)
+        if self.workers == 1 or len(todo) <= 1:
+            yield from ThreadExecutor(1).imap(todo)
+            return
+        lock = threading.Lock()
+        it = iter(todo)
+        stop = threading.Event()
+        out: queue.Queue[tuple[Task | None, Any, float]] = queue.Queue()
+
+        def take() -> Task | None:
+            with lock:
+                return None if stop.is_set() else next(it, None)
+
+        def slot(pool: ProcessPoolExecutor | None) -> None:
+            try:
+                while (t := take()) is not None:
+                    t0 = time.perf_counter()
+                    try:
+                        stats = pool.submit(t.fn, *t.args, **t.kwargs).result() if pool else t()
+                    except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                        stop.set()
+                        out.put((t, e, 0.0))
+                        return
+                    out.put((t, stats, time.perf_counter() - t0))
+            finally:
+                out.put((None, None, 0.0))
+
+        with ProcessPoolExecutor(self.workers - 1, mp_context=mp.get_context("spawn")) as pool:
+            slots = [threading.Thread(target=slot, args=(pool,), daemon=True) for _ in range(self.workers - 1)]
+            slots.append(threading.Thread(target=slot, args=(None,), daemon=True))
+            for th in slots:
+                th.start()
+            running = len(slots)
+            try:
+                while running:
+                    try:
+                        t, stats, sec = out.get(timeout=0.5)
+                    except queue.Empty:
+                        continue
+                    if t is None:
+                        running -= 1
+                    elif isinstance(stats, BaseException):
+                        raise stats
+                    else:
+                        yield t, stats, sec
+            finally:
+                stop.set()
+                for th in slots:
+                    th.join()
 
 
 def _bounded_imap(pool: Executor_, tasks: Sequence[Task], workers: int

@@ -1,7 +1,8 @@
 """The DataComp baselines (spec §4) as columnar rules; ``params.compat`` selects the original's.
 
 Rules are listed in the order the summary counts removals (each rule counts the rows it removes
-among those the earlier rules kept).
+among those the earlier rules kept). Language ID comes last: it is the expensive rule, computed
+only for the rows the others keep (the selection is the same AND of all rules in any order).
 """
 
 from __future__ import annotations
@@ -66,25 +67,32 @@ def no_filter(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     return {"all": np.ones(t.num_rows, bool)}
 
 
+# Language ID is the one expensive rule: it is listed (and counted) last and runs only on the rows
+# the cheaper rules keep (``late_rules``).
+ENGLISH = {"english": ("lang",)}
+
+
 @register_filter("basic_filter", needs=("lang", "text_words", "text_chars", "min_side", "aspect"),
-                 description="English (fastText), >2 words, >5 chars, min side >=200, aspect <=3")
+                 late_rules=ENGLISH,
+                 description=">2 words, >5 chars, min side >=200, aspect <=3, English (fastText)")
 def basic_filter(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     with np.errstate(invalid="ignore"):
         return {
-            "english": _is(t["lang"], "en"),
             "words>2": _np(t["text_words"]) > 2,
             "chars>5": _np(t["text_chars"]) > 5,
             "min_side>=200": _np(t["min_side"]) >= 200,
             "aspect<=3": _np(t["aspect"]) <= 3.0,
+            "english": _is(t["lang"], "en"),
         }
 
 
 @register_filter("text_based", needs=lambda p: ("lang", "in21k_compat" if p.compat else "in21k"),
-                 needs_synsets=True, description="English and a caption word naming an ImageNet-21k synset")
+                 needs_synsets=True, late_rules=ENGLISH,
+                 description="a caption word naming an ImageNet-21k synset, English")
 def text_based(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     return {
-        "english": _is(t["lang"], "en"),
         "in21k_word": _np(t["in21k_compat" if p.compat else "in21k"]).astype(bool),
+        "english": _is(t["lang"], "en"),
     }
 
 
@@ -98,9 +106,9 @@ def clip_score(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
 def _caption_prefilter(t: pa.Table) -> dict[str, Mask]:
     """Spec §4.5: English, >1 fastText token, >5 characters."""
     return {
-        "english": _is(t["lang"], "en"),
         "tokens>1": _np(t["ft_tokens"]) > 1,
         "chars>5": _np(t["text_chars"]) > 5,
+        "english": _is(t["lang"], "en"),
     }
 
 
@@ -115,14 +123,14 @@ def _image_needs(p: FilterParams) -> tuple[str, ...]:
     return ("lang", "ft_tokens", "text_chars", "cluster_dot" if p.compat else "cluster_l2")
 
 
-@register_filter("image_based", needs=_image_needs, image_based=True,
+@register_filter("image_based", needs=_image_needs, image_based=True, late_rules=ENGLISH,
                  description="caption pre-filter, then images in k-means clusters holding ImageNet images")
 def image_based(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     return {**_caption_prefilter(t), "target_cluster": _cluster_rule(t, p)}
 
 
 @register_filter("image_based_intersect_clip_score", needs=lambda p: _score_needs(p) + _image_needs(p),
-                 uses_score=True, image_based=True, description="clip_score AND image_based")
+                 uses_score=True, image_based=True, late_rules=ENGLISH, description="clip_score AND image_based")
 def image_based_intersect_clip_score(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
     name, m = score_rule(t, p)
     return {name: m, **_caption_prefilter(t), "target_cluster": _cluster_rule(t, p)}

@@ -164,13 +164,20 @@ def build_centroids(
     """
     from datacomp.engine import Task, get_executor, run_tasks
     from datacomp.filters import metadata as md
-    from datacomp.filters.signals import SignalConfig, default_signals_dir, load_columns, signals_task
+    from datacomp.filters.signals import (
+        SignalConfig,
+        default_signals_dir,
+        groups_for,
+        load_columns,
+        signals_task,
+    )
 
     files = md.list_parquets(metadata_dir)
     sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
     cfg = SignalConfig(str(sdir))
     if caption_filter:
-        tasks = [Task(f.stem, signals_task, (str(f), ["caption"], cfg), weight=1) for f in files]
+        groups = groups_for(["lang", "ft_tokens", "text_chars"])
+        tasks = [Task(f.stem, signals_task, (str(f), groups, cfg), weight=1) for f in files]
         run_tasks(tasks, get_executor("local", workers), desc="caption signals", unit="file")
     parts = []
     legacy = np.random.RandomState(seed)

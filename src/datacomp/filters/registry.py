@@ -64,6 +64,9 @@ class FilterDef:
     image_based: bool = False  # needs centroids and target clusters
     needs_synsets: bool = False
     description: str = ""
+    # rule -> row-lazy signal columns it reads (language ID): such rules are evaluated last, only on
+    # the rows the other rules keep, so language ID runs on those rows alone.
+    late_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, FilterDef] = {}
@@ -71,16 +74,22 @@ _REGISTRY: dict[str, FilterDef] = {}
 
 def register_filter(name: str, needs: tuple[str, ...] | list[str] | Callable[[FilterParams], tuple[str, ...]],
                     description: str = "",
-                    uses_score: bool = False, image_based: bool = False, needs_synsets: bool = False
-                    ) -> Callable[[FilterFn], FilterFn]:
-    """Decorator: register ``fn(table)`` or ``fn(table, params)`` under ``name``."""
+                    uses_score: bool = False, image_based: bool = False, needs_synsets: bool = False,
+                    late_rules: dict[str, tuple[str, ...]] | None = None) -> Callable[[FilterFn], FilterFn]:
+    """Decorator: register ``fn(table)`` or ``fn(table, params)`` under ``name``.
+
+    ``late_rules``: ``{rule: columns}`` for rules reading row-lazy signals (``lang``); the filter is
+    then called twice, first with those columns all null (their rules' masks are ignored), then
+    with the columns filled for the rows the other rules keep.
+    """
 
     def deco(fn: FilterFn) -> FilterFn:
         nparams = len(inspect.signature(fn).parameters)
         call = fn if nparams >= 2 else (lambda t, p, _f=fn: _f(t))
         need = needs if callable(needs) else tuple(needs)
         _REGISTRY[name] = FilterDef(name, call, need, uses_score, image_based, needs_synsets,
-                                    description or (fn.__doc__ or "").strip().split("\n")[0])
+                                    description or (fn.__doc__ or "").strip().split("\n")[0],
+                                    dict(late_rules or {}))
         return fn
 
     return deco

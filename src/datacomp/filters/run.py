@@ -1,10 +1,10 @@
 """``run_filter``: plan one task per metadata parquet, resume, select, write the subset + summary.
 
-Steps: (1) make the needed cached signals current (one task per file); (2) for ``--fraction``,
-find the global threshold exactly with bounded memory (:mod:`datacomp.filters.threshold`);
-(3) one task per file applies the rules to its columns and writes that file's kept uids, so a killed
-run resumes; (4) concatenate, drop ``--exclude-uids``, sort, write the ``u8,u8`` ``.npy`` and the
-summary (JSON and markdown).
+Steps: (1) for ``--fraction``, find the global threshold exactly with bounded memory
+(:mod:`datacomp.filters.threshold`); (2) one task per file computes the cached signals its rules
+still miss (only those groups; language ID only for the rows the other rules keep), applies the
+rules and writes that file's kept uids, so a killed run resumes; (3) concatenate, drop
+``--exclude-uids``, sort, write the ``u8,u8`` ``.npy`` and the summary (JSON and markdown).
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.engine import ParentAndPoolExecutor, Task, ThreadExecutor, get_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters import threshold as th
@@ -33,9 +31,11 @@ from datacomp.filters.signals import (
     ALL_COLUMNS,
     SignalConfig,
     default_signals_dir,
+    ensure_signals,
     groups_for,
     load_columns,
     missing_groups,
+    signal_state,
     signals_task,
 )
 from datacomp.io import atomic_path, file_fingerprint, write_json_atomic
@@ -166,11 +166,13 @@ def run_filter(
     columns = list(columns_needed(fdef, params)) if fdef else []
     if where:
         columns += where_columns(where)
+    # Signals still missing are computed inside the filter tasks (only the groups, and for language
+    # ID only the rows, the rules need); then the tasks are CPU-bound in Python-holding code
+    # (fastText, CLD3, WordNet) and run in processes. Otherwise they only read columns and run
+    # pyarrow/numpy kernels, which release the GIL: threads beat processes that pay a second of
+    # start-up each.
     groups = groups_for(columns)
-    tasks = [Task(f.stem, signals_task, (str(f), groups, cfg), weight=n)
-             for f, n in zip(files, rows) if groups and missing_groups(f, groups, cfg)]
-    if tasks:
-        run_tasks(tasks, exe, desc=f"signals ({', '.join(groups)})", unit="row", progress=progress)
+    cold = any(signal_state(f, g, cfg) == "missing" for f in files for g in groups)
 
     config = {"name": name, "metadata_dir": str(metadata_dir.resolve()), "compat": compat, "arch": arch,
               "threshold": threshold, "fraction": fraction, "where": where, "plugins": [str(p) for p in plugins],
@@ -182,9 +184,10 @@ def run_filter(
         Task(f.stem, filter_task, (str(f), str(work), name, where, params, cfg, list(plugins)), weight=n)
         for f, n in zip(files, rows)
     ]
-    # Once the signals exist, a filter task only reads columns and runs pyarrow/numpy kernels, which
-    # release the GIL: local threads beat processes that pay a second of start-up each.
-    fexe = ThreadExecutor(exe.workers) if executor == "local" else exe
+    if executor != "local":
+        fexe = exe
+    else:
+        fexe = ParentAndPoolExecutor(exe.workers) if cold else ThreadExecutor(exe.workers)
     results = run_tasks(tasks, fexe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
@@ -229,52 +232,65 @@ def run_filter(
     return summary
 
 
-class ThreadExecutor:
-    """The engine's executor interface over a thread pool, for GIL-releasing columnar tasks."""
-
-    def __init__(self, workers: int):
-        self.workers = max(1, workers)
-
-    def imap(self, tasks: Sequence[Task]) -> Iterator[tuple[Task, dict[str, Any], float]]:
-        def timed(t: Task) -> tuple[dict[str, Any], float]:
-            t0 = time.perf_counter()
-            return t(), time.perf_counter() - t0
-
-        with ThreadPoolExecutor(self.workers) as pool:
-            futures = {pool.submit(timed, t): t for t in tasks}
-            for fut in as_completed(futures):
-                stats, sec = fut.result()
-                yield futures[fut], stats, sec
-
-
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
                 cfg: SignalConfig, plugins: list[str]) -> dict[str, Any]:
-    """Engine task: apply the rules to one metadata file and write its kept uids."""
+    """Engine task: apply the rules to one metadata file and write its kept uids.
+
+    Missing cached signals are computed here. A filter's late rules (language ID) are evaluated
+    after the others and the ``where`` expression, on the rows those keep, so language ID runs
+    only for them; their ``failing`` count is among those rows.
+    """
     load_plugins(plugins)
     f = Path(parquet)
     fdef = get_filter(name) if name else None
     cols = list(columns_needed(fdef, params)) if fdef else []
-    if where:
-        cols += where_columns(where)
-    table = load_columns(f, ["uid_f0", "uid_f1", *dict.fromkeys(c for c in cols if c not in ("uid_f0", "uid_f1"))],
-                         cfg)
-    rules = apply(fdef, table, params) if fdef else {}
+    wcols = where_columns(where) if where else []
+    late = dict(fdef.late_rules) if fdef else {}
+    late_cols = list(dict.fromkeys(c for cs in late.values() for c in cs if c in cols and c not in wcols))
+    if not late_cols:
+        late = {}
+    eager = [c for c in dict.fromkeys([*cols, *wcols]) if c not in late_cols and c not in ("uid_f0", "uid_f1")]
+    if groups := groups_for(eager):
+        ensure_signals(f, groups, cfg)  # (one read of the metadata for all the groups still missing)
+    table = load_columns(f, ["uid_f0", "uid_f1", *eager], cfg)
+    n = table.num_rows
+    rules: dict[str, np.ndarray] = {}
+    if fdef:
+        rules = apply(fdef, _with_nulls(table, late_cols) if late else table, params)
+        rules = {k: m for k, m in rules.items() if k not in late}
     if where:
         rules[WHERE] = where_mask(table, where, f)
-    n = table.num_rows
+    if late:
+        pre = np.logical_and.reduce(list(rules.values())) if rules else np.ones(n, bool)
+        lazy = load_columns(f, late_cols, cfg, rows=pre)
+        for c in late_cols:
+            table = table.append_column(c, lazy.column(c))
+        second = apply(fdef, table, params)  # type: ignore[arg-type]
+        for k in late:
+            rules[k] = second[k] | ~pre  # decided only where the other rules keep the row
     keep = np.ones(n, bool)
     removed, failing = {}, {}
     for rule, m in rules.items():
         removed[rule] = int(np.count_nonzero(keep & ~m))
         failing[rule] = int(np.count_nonzero(~m))
         keep &= m
-    uids = np.empty(int(keep.sum()), UID_DTYPE)
-    uids["f0"] = table["uid_f0"].to_numpy()[keep]
-    uids["f1"] = table["uid_f1"].to_numpy()[keep]
+    k = int(np.count_nonzero(keep))
+    uids = np.empty(k, UID_DTYPE)
+    f0, f1 = table["uid_f0"].to_numpy(), table["uid_f1"].to_numpy()
+    uids["f0"], uids["f1"] = (f0, f1) if k == n else (f0[keep], f1[keep])
     out = Path(work) / "kept" / f"{f.stem}.npy"
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, uids, allow_pickle=False)
-    return {"rows": n, "kept": int(keep.sum()), "removed": removed, "failing": failing}
+    return {"rows": n, "kept": k, "removed": removed, "failing": failing}
+
+
+def _with_nulls(table: Any, columns: list[str]) -> Any:
+    """``table`` plus all-null stand-ins for ``columns`` (a filter's first, late-rules-blind call)."""
+    import pyarrow as pa
+
+    for c in columns:
+        table = table.append_column(c, pa.nulls(table.num_rows, pa.float32() if c == "lang_score" else pa.string()))
+    return table
 
 
 def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
@@ -364,7 +380,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
 def compute_signals(
     metadata_dir: str | os.PathLike[str],
     signals_dir: str | os.PathLike[str],
-    groups: list[str] | tuple[str, ...] = ("caption", "cld3", "concepts", "clusters"),
+    groups: list[str] | tuple[str, ...] | None = None,
     synsets: str | os.PathLike[str] | None = None,
     centroids: str | os.PathLike[str] | None = None,
     compat: bool = False,
@@ -374,9 +390,13 @@ def compute_signals(
     executor: str = "local",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fill the signals cache for every metadata file (so later ``--where`` runs only read it)."""
-    from datacomp.filters.signals import GROUP_COLUMNS
+    """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
 
+    ``groups``: the signal groups to compute (default: all); groups already cached are kept.
+    """
+    from datacomp.filters.signals import CENTROID_GROUPS, GROUP_COLUMNS, SYNSET_GROUPS
+
+    groups = list(GROUP_COLUMNS) if groups is None else list(groups)
     metadata_dir = Path(metadata_dir)
     sdir = Path(signals_dir)
     unknown = [g for g in groups if g not in GROUP_COLUMNS]
@@ -384,13 +404,15 @@ def compute_signals(
         raise DataCompError(f"unknown signal group(s) {unknown}; choose from {', '.join(GROUP_COLUMNS)}")
     files = md.list_parquets(metadata_dir)
     assets = world_assets(metadata_dir)
-    syn = _resolve_synsets(synsets, assets) if "concepts" in groups else None
+    syn = _resolve_synsets(synsets, assets) if set(SYNSET_GROUPS) & set(groups) else None
     cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers)
-           if "clusters" in groups else None)
+           if set(CENTROID_GROUPS) & set(groups) else None)
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None)
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
-    results = run_tasks(tasks, get_executor(executor, workers), desc="signals", unit="row", progress=progress)
+    exe = get_executor(executor, workers)
+    results = run_tasks(tasks, ParentAndPoolExecutor(exe.workers) if executor == "local" else exe,
+                        desc="signals", unit="row", progress=progress)
     return {"files": len(files), "rows": int(sum(rows)), "computed_files": len(results), "groups": list(groups),
             "signals_dir": str(sdir), "synsets": cfg.synsets_file, "centroids": cfg.centroids_file}

