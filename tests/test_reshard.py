@@ -352,7 +352,15 @@ def test_kernel_memory_and_general_paths_write_identical_bytes(pool, tmp_path, m
         assert st["path"] == path and st["samples"] == 60
         got[path] = (tmp_path / path / "00000000.tar").read_bytes()
         assert st["bytes"] == len(got[path])
-    assert got["kernel"] == got["memory"] == got["general"]
+
+    def no_shared_maps(fd, size):
+        raise OSError("no shared writable maps here")
+
+    monkeypatch.setattr(fastcopy, "_writable_map", no_shared_maps)  # headers then go by pwrite
+    st = write_output_shard(str(tmp_path / "pwrite"), 0, plans[0].pieces, shuffle_bufsize=bufsize, seed=5)
+    assert st["path"] == "kernel"
+    got["pwrite"] = (tmp_path / "pwrite" / "00000000.tar").read_bytes()
+    assert got["kernel"] == got["memory"] == got["general"] == got["pwrite"]
     with tarfile.open(tmp_path / "kernel" / "00000000.tar") as tf:
         assert len(tf.getnames()) == 3 * 60
 

@@ -192,11 +192,21 @@ def _kernel_copy(f: BinaryIO, pieces: list[Piece], runs: Runs, hdrs: np.ndarray,
         for fd in fds:
             os.close(fd)
     os.ftruncate(out, size)  # the end-of-archive blocks are zeros: extending the file writes them
-    with mmap.mmap(out, size) as mm:
+    try:
+        mm = _writable_map(out, size)
+    except OSError:  # a file system without shared writable maps: one pwrite per header
+        for at, h in zip((hdr_at * BLOCK).tolist(), hdrs, strict=True):
+            os.pwrite(out, h.tobytes(), at)
+        return True
+    with mm:
         view = np.frombuffer(mm, dtype=np.uint8).reshape(-1, BLOCK)
         view[hdr_at] = hdrs
         del view
     return True
+
+
+def _writable_map(fd: int, size: int) -> mmap.mmap:
+    return mmap.mmap(fd, size)
 
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF, errno.EPERM}
