@@ -198,7 +198,8 @@ class ShardWriter:
 
 
 def iter_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield ``(key, {ext: bytes})`` per sample, grouping consecutive members by key (webdataset rule).
+    """Yield ``(key, {ext: bytes})`` per sample, grouping consecutive members by key (webdataset's
+    rule: the member path up to the first dot of its base name).
 
     The member table comes from :func:`~datacomp.pool.tario.scan_layout` (vectorised, about 20x faster
     than ``tarfile`` on small members) or, for pax/long-name shards, :func:`~datacomp.pool.tario.iter_members`.
