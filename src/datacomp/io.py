@@ -42,6 +42,61 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def lock_path(output: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file or directory: a hidden sibling, ``.<name>.lock``."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on ``output`` for the block (one run per output file or directory).
+
+    ``lock``: the lock file (default :func:`lock_path`). An ``flock`` is released by the OS when its
+    holder dies, even on SIGKILL, so a dead run's lock is taken over at once; the file holds the
+    holder's pid for the message and is removed on release. A second run gets a one-line
+    :class:`~datacomp.errors.DataCompError` (the CLI exits 2).
+    """
+    import errno
+    import fcntl
+
+    from datacomp.errors import DataCompError
+
+    output = Path(output)
+    lock = Path(lock) if lock is not None else lock_path(output)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            held = e.errno in (errno.EAGAIN, errno.EACCES)
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() if held else ""
+            os.close(fd)
+            if not held:  # a file system without locks (ENOLCK): run unlocked rather than refuse
+                yield lock
+                return
+            who = f", pid {pid}" if pid.isdigit() else ""
+            raise DataCompError(
+                f"another run holds this output ({output}{who}); wait for it or remove {lock} if it died"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and lock: retry then
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
