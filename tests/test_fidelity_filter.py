@@ -335,9 +335,8 @@ def test_output_lock_message_names_lock_and_takes_over_stale(tmp_path):
     target = tmp_path / "x.npy"
     holder = _holder(target)
     try:
-        with pytest.raises(DataCompError, match="another run holds this output") as e:
-            with output_lock(target):
-                pass
+        with pytest.raises(DataCompError, match="another run holds this output") as e, output_lock(target):
+            pass
         assert str(target) in str(e.value) and ".lock" in str(e.value) and str(holder.pid) in str(e.value)
     finally:
         holder.kill()
