@@ -48,8 +48,14 @@ def lock_path(output: str | os.PathLike[str]) -> Path:
     return output.with_name(f".{output.name}.lock")
 
 
+def _is_url(path: str | os.PathLike[str]) -> bool:
+    """``s3://...``-style locations (also as ``Path`` collapses them, ``s3:/...``); not ``C:/``."""
+    head = os.fspath(path).split(":/", 1)
+    return len(head) == 2 and len(head[0]) > 1 and head[0].isalnum() and "/" not in head[0]
+
+
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | None = None) -> Iterator[Path | None]:
     """Hold an exclusive lock on ``output`` for the block (one run per output file or directory).
 
     ``lock``: the lock file (default :func:`lock_path`). An ``flock`` is released by the OS when its
@@ -62,11 +68,20 @@ def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | N
 
     from datacomp.errors import DataCompError
 
+    if lock is None and _is_url(output):  # a remote store: no local lock file can guard it
+        yield None
+        return
     output = Path(output)
     lock = Path(lock) if lock is not None else lock_path(output)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DataCompError(
+                f"{lock}: cannot create the lock file of {output} ({e.strerror}); make its folder writable "
+                "or choose another output"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -39,7 +39,7 @@ from datacomp.filters.signals import (
     signals_task,
 )
 from datacomp.io import atomic_path, file_fingerprint, output_lock, write_json_atomic
-from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, unique, write_subset
+from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,12 @@ def _run_filter(
 
     kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
-    dups = duplicate_uids(kept_parts, files)
+    order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
+    kept, dups = kept[order], duplicate_uids(kept[order], order, [p.size for p in kept_parts], files)
     if dups is not None:
         log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
                     "lists each once", dups["count"], dups["example"], *dups["files"])
-        kept = unique(kept)
+        kept = kept[dups.pop("first")]
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -250,7 +251,7 @@ def _run_filter(
         removed["excluded"] = int(drop.sum())
         failing["excluded"] = int(drop.sum())
         kept = kept[~drop]
-    write_subset(output, kept)
+    write_subset(output, kept, sort=False)
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
@@ -277,22 +278,21 @@ def _run_filter(
     return summary
 
 
-def duplicate_uids(parts: list[np.ndarray], files: list[Path]) -> dict[str, Any] | None:
-    """Uids listed more than once across (or within) the files' kept uids: the number of extra rows,
-    one example uid and the two files holding it (None when every uid is unique)."""
-    if not parts:
-        return None
-    uids = np.concatenate(parts)
-    order = sort_order(uids)
-    s = uids[order]
-    same = (s["f0"][1:] == s["f0"][:-1]) & (s["f1"][1:] == s["f1"][:-1])
+def duplicate_uids(uids: np.ndarray, order: np.ndarray, sizes: list[int], files: list[Path]
+                   ) -> dict[str, Any] | None:
+    """Uids listed more than once across (or within) the files: the number of extra rows, one example
+    uid and the two files holding it, and ``first`` (a mask keeping each uid once); None when unique.
+
+    ``uids``: the files' uids concatenated then sorted by ``order``; ``sizes``: rows per file.
+    """
+    same = (uids["f0"][1:] == uids["f0"][:-1]) & (uids["f1"][1:] == uids["f1"][:-1])
     if not same.any():
         return None
-    src = np.repeat(np.arange(len(parts)), [p.size for p in parts])[order]
+    src = np.repeat(np.arange(len(sizes)), sizes)[order]
     i = int(np.flatnonzero(same)[0])
     a, b = sorted((int(src[i]), int(src[i + 1])))
-    return {"count": int(same.sum()), "example": str(uids_to_hex(s[i : i + 1])[0]),
-            "files": [files[a].name, files[b].name]}
+    return {"count": int(same.sum()), "example": str(uids_to_hex(uids[i : i + 1])[0]),
+            "files": [files[a].name, files[b].name], "first": np.r_[True, ~same]}
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
