@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from datacomp import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def tmp_name(final: Path) -> Path:
@@ -110,6 +114,23 @@ def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | N
         with contextlib.suppress(OSError):
             lock.unlink()
         os.close(fd)
+
+
+def locks_output(param: str) -> Callable[[F], F]:
+    """Decorator: the call holds :func:`output_lock` on its argument ``param`` (an output path)."""
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            target = sig.bind(*args, **kwargs).arguments[param]
+            with output_lock(target if _is_url(target) else Path(target).resolve()):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

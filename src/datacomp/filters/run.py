@@ -38,7 +38,7 @@ from datacomp.filters.signals import (
     signal_state,
     signals_task,
 )
-from datacomp.io import atomic_path, file_fingerprint, output_lock, write_json_atomic
+from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic
 from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: f
             raise DataCompError(f"--image-based-scale must be one of {', '.join(SCALE_CENTROIDS)}")
 
 
+@locks_output("output")
 def run_filter(
     name: str | None,
     metadata_dir: str | os.PathLike[str],
@@ -108,42 +109,12 @@ def run_filter(
 ) -> dict[str, Any]:
     """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``.
 
-    One run per output at a time (a second gets a one-line error): runs with one config share the
-    work folder of temporaries.
+    One run per output at a time (a second gets a one-line error): runs of one config share the work
+    folder of temporaries.
     """
-    with output_lock(output):
-        return _run_filter(
-            name, Path(metadata_dir), Path(output), threshold=threshold, fraction=fraction, arch=arch,
-            compat=compat, where=where, plugins=plugins, exclude_uids=exclude_uids, synsets=synsets,
-            centroids=centroids, targets=targets, image_based_scale=image_based_scale,
-            num_clusters=num_clusters, seed=seed, signals_dir=signals_dir, workers=workers, executor=executor,
-            progress=progress)
-
-
-def _run_filter(
-    name: str | None,
-    metadata_dir: Path,
-    output: Path,
-    *,
-    threshold: float | None,
-    fraction: float | None,
-    arch: str | None,
-    compat: bool,
-    where: str | None,
-    plugins: list[str] | tuple[str, ...],
-    exclude_uids: str | os.PathLike[str] | None,
-    synsets: str | os.PathLike[str] | None,
-    centroids: str | os.PathLike[str] | None,
-    targets: str | os.PathLike[str] | None,
-    image_based_scale: str | None,
-    num_clusters: int | None,
-    seed: int,
-    signals_dir: str | os.PathLike[str] | None,
-    workers: int | None,
-    executor: str,
-    progress: bool,
-) -> dict[str, Any]:
     started = time.time()
+    metadata_dir = Path(metadata_dir)
+    output = Path(output)
     load_plugins(list(plugins))
     if name is None and not where:
         raise DataCompError("give a filter --name, a --where expression, or both")
@@ -233,7 +204,8 @@ def _run_filter(
     kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
     order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
-    kept, dups = kept[order], duplicate_uids(kept[order], order, [p.size for p in kept_parts], files)
+    kept = kept[order]
+    dups = duplicate_uids(kept, order, [p.size for p in kept_parts], files)
     if dups is not None:
         log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
                     "lists each once", dups["count"], dups["example"], *dups["files"])

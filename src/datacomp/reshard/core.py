@@ -15,7 +15,7 @@ import numpy as np
 from datacomp import uids as U
 from datacomp.engine import Executor, Task, get_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path, file_fingerprint, output_lock, write_json_atomic, write_record
+from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic, write_record
 from datacomp.pool.shards import list_shards, shard_name
 from datacomp.reshard.copy import write_output_shard
 from datacomp.reshard.plan import OutputPlan, iter_indexes, missing_uids, plan_outputs, select
@@ -33,6 +33,7 @@ MISSING_FILE = "missing_uids.txt"
 MIN_SAMPLES_PER_PROCESS = 100_000
 
 
+@locks_output("output_dir")
 def reshard(
     input_dirs: str | os.PathLike[str] | list[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
@@ -59,30 +60,6 @@ def reshard(
     Returns the summary that ``meta.json`` also records. One run per output dir at a time (the lock
     is ``.<dir>.lock`` beside it); a second gets a one-line error.
     """
-    with output_lock(Path(output_dir).resolve()):
-        return _reshard(
-            input_dirs, output_dir, subset_file, shard_size=shard_size, shuffle_bufsize=shuffle_bufsize, seed=seed,
-            blur=blur, blur_metadata=blur_metadata, blur_quality=blur_quality, overwrite=overwrite, workers=workers,
-            no_copy=no_copy, executor=executor, progress=progress)
-
-
-def _reshard(
-    input_dirs: str | os.PathLike[str] | list[str | os.PathLike[str]],
-    output_dir: str | os.PathLike[str],
-    subset_file: str | os.PathLike[str],
-    *,
-    shard_size: int = 10_000,
-    shuffle_bufsize: int = 0,
-    seed: int = 0,
-    blur: bool = False,
-    blur_metadata: str | os.PathLike[str] | None = None,
-    blur_quality: int = 95,
-    overwrite: bool = False,
-    workers: int | None = None,
-    no_copy: bool = False,
-    executor: Executor | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
     started = time.time()
     ins = [Path(d).resolve() for d in (input_dirs if isinstance(input_dirs, list | tuple) else [input_dirs])]
     out = Path(output_dir).resolve()
