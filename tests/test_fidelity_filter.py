@@ -345,3 +345,13 @@ def test_output_lock_message_names_lock_and_takes_over_stale(tmp_path):
     with output_lock(target):  # the dead holder's lock is taken over at once
         pass
     assert time.time() - t0 < 5
+
+
+def test_dedup_against_references_of_another_dimension_is_named(base_pool, tmp_path):
+    from datacomp.filters.dedup import dedup_task
+
+    f = sorted(base_pool.glob("*.parquet"))[0]
+    np.savez(tmp_path / "ref.npz", emb=np.ones((3, 16), np.float32), task=np.zeros(3, np.int64))
+    with pytest.raises(DataCompError, match="dimension") as e:
+        dedup_task(str(f), str(tmp_path / "w"), str(tmp_path / "ref.npz"), 0.9, "l14_img")
+    assert "\n" not in str(e.value) and f.with_suffix(".npz").name in str(e.value)
