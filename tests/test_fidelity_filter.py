@@ -168,6 +168,16 @@ def test_official_centroid_pt_layout_loads(tmp_path):
     c = np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32)
     torch.save(c, tmp_path / "small_centroids_l14.pt")  # the official files: a pickled numpy array
     assert np.array_equal(load_matrix(tmp_path / "small_centroids_l14.pt", "centroids"), c)
+    # as numpy 1 wrote them (the official files' era): numpy.core.multiarray._reconstruct
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "small_centroids_l14.pt") as z:
+        members = {i: z.read(i) for i in z.infolist()}
+    with zipfile.ZipFile(tmp_path / "old.pt", "w", zipfile.ZIP_STORED) as z:
+        for info, data in members.items():
+            z.writestr(info, data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+                       if info.filename.endswith("data.pkl") else data)
+    assert np.array_equal(load_matrix(tmp_path / "old.pt", "centroids"), c)
 
 
 class _Payload:
