@@ -24,8 +24,9 @@ from datacomp.reshard import reshard
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def _tar(path: Path, samples: list[tuple[str, str]]) -> None:
-    """A plain ustar shard of ``(key, uid)`` samples (json + jpg members), in the order given."""
+def _tar(path: Path, samples: list[tuple[str, str]], parquet: bool = False) -> None:
+    """A plain ustar shard of ``(key, uid)`` samples (json + jpg members), in the order given; with
+    ``parquet`` also its img2dataset index (uid, key, status)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as t:
         for i, (key, uid) in enumerate(samples):
@@ -33,6 +34,13 @@ def _tar(path: Path, samples: list[tuple[str, str]]) -> None:
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size, info.mtime = len(data), 1_700_000_000
                 t.addfile(info, io.BytesIO(data))
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        keys, uids = zip(*samples, strict=True)
+        pq.write_table(pa.table({"uid": list(uids), "key": list(keys), "status": ["success"] * len(keys)}),
+                       path.with_suffix(".parquet"))
 
 
 def _uid(i: int) -> str:
@@ -48,21 +56,22 @@ def _written(out: Path) -> list[tuple[str, str]]:
     return [(k, json.loads(m["json"])["uid"]) for tar in list_shards(out) for k, m in iter_tar_samples(tar)]
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_uid_in_two_shards_and_twice_in_one_is_written_once(tmp_path, monkeypatch, fast):
+@pytest.mark.parametrize("fast, parquet", [(True, False), (False, False), (True, True)])
+def test_uid_in_two_shards_and_twice_in_one_is_written_once(tmp_path, monkeypatch, fast, parquet):
     if not fast:
         import datacomp.reshard.copy as C
 
         monkeypatch.setattr(C, "fast_plan", lambda pieces: None)
     shards = tmp_path / "shards"
     x, y = _uid(7), _uid(9)
-    _tar(shards / "00000000.tar", [("a0", _uid(1)), ("a1", x), ("a2", _uid(2))])
-    _tar(shards / "00000001.tar", [("b0", x), ("b1", y), ("b2", y), ("b3", _uid(3))])
+    _tar(shards / "00000000.tar", [("a0", _uid(1)), ("a1", x), ("a2", _uid(2))], parquet)
+    _tar(shards / "00000001.tar", [("b0", x), ("b1", y), ("b2", y), ("b3", _uid(3))], parquet)
     sub = _subset(tmp_path / "s.npy", [x, y, _uid(3)])
     s = reshard(shards, tmp_path / "out", sub, shard_size=2, workers=1, progress=False)
     got = Counter(uid for _, uid in _written(tmp_path / "out"))
     assert got == {x: 1, y: 1, _uid(3): 1}
     assert s["output_count"] == 3 and s["pool_duplicate_uids"] == 2
+    assert s["input_shards_indexed_from_tar"] == (0 if parquet else 2)
 
 
 def test_duplicate_tar_keys_leave_no_tar_under_a_final_name(tmp_path):
