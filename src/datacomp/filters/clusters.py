@@ -110,6 +110,8 @@ def _torch_load(path: Path) -> object:
     rec = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
     allowed = [rec, (rec, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
                *(type(np.dtype(t)) for t in (np.float16, np.float32, np.float64))]
+    if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5: tensors and containers only
+        return torch.load(path, map_location="cpu", weights_only=True)
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location="cpu", weights_only=True)
 
