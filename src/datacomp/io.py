@@ -7,44 +7,29 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datacomp import __version__
-
-
-def tmp_name(final: Path) -> Path:
-    """A temporary sibling of ``final`` (same directory, so the rename is atomic)."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+from datacomp import __version__, storage
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path; rename it to ``final`` only if the block completes.
+    """Yield a temporary local path; publish it as ``final`` only if the block completes.
 
-    On any exception the temporary file (or directory) is removed and ``final`` is untouched.
+    ``final`` may be a local path or any storage URL (``s3://...``): the one implementation is
+    :meth:`datacomp.storage.Location.atomic_path` (a rename locally, an upload of a local spool file
+    remotely). On any exception the temporary file (or directory) is removed and ``final`` is untouched.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(final)
-    try:
+    with storage.atomic_path(final) as tmp:
         yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    storage.as_location(path).write_bytes(data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
@@ -54,7 +39,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
+    if isinstance(o, Path | storage.Location):
         return str(o)
     if hasattr(o, "tolist"):  # numpy scalars and arrays
         return o.tolist()
@@ -63,17 +48,18 @@ def _json_default(o: Any) -> Any:
 
 def file_fingerprint(path: str | os.PathLike[str], full_hash: bool = False) -> dict[str, Any]:
     """Size and mtime (cheap), plus sha256 when asked: enough to tell whether an input changed."""
-    p = Path(path)
-    st = p.stat()
-    fp: dict[str, Any] = {"path": str(p), "bytes": st.st_size, "mtime": int(st.st_mtime)}
+    loc = storage.as_location(path)
+    info = loc.info()
+    fp: dict[str, Any] = {"path": loc.url, "bytes": info["bytes"],
+                          "mtime": int(info["mtime"]) if info["mtime"] is not None else None}
     if full_hash:
-        fp["sha256"] = sha256_file(p)
+        fp["sha256"] = sha256_file(path)
     return fp
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.as_location(path).open("rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
