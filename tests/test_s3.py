@@ -88,6 +88,7 @@ def test_filter_and_subsets_on_s3_match_local(world, s3_pool, s3_bucket, tmp_pat
     assert "sorted:     yes" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_signals_cache_cold_then_cached_on_s3(world, s3_pool, s3_bucket, tmp_path):
     """A filter whose rules need cached signals (language ID): computed into the bucket, then only read."""
     from datacomp.filters import run_filter

@@ -113,6 +113,7 @@ def run_filter(
     started = time.time()
     metadata_dir = as_location(metadata_dir)
     output = as_location(output)
+    output.check_bucket()  # before any work: a missing bucket is one line now, not after the tasks
     load_plugins(list(plugins))
     if name is None and not where:
         raise DataCompError("give a filter --name, a --where expression, or both")
