@@ -334,9 +334,12 @@ class Location:
         fh: Any = io.TextIOWrapper(f, encoding="utf-8", write_through=True) if text else f
         try:
             yield fh
-        except BaseException:
+        except BaseException as e:
             _discard(f, committed=not direct, fs=self.fs, path=target.path)
-            raise
+            msg = describe_error(e, self.url, self.protocol or "", "write") if isinstance(e, Exception) else None
+            if msg is None:
+                raise
+            raise DataCompError(msg) from None  # (an upload failed part-way: nothing was published)
         with self._errors("write"):
             if text:
                 fh.flush()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from datacomp.errors import DataCompError, MissingDependencyError
-from datacomp.io import atomic_path
+from datacomp.storage import as_location
 
 log = logging.getLogger(__name__)
 CHUNK = 8192
@@ -29,6 +29,10 @@ def load_matrix(path: str | os.PathLike[str], what: str) -> np.ndarray:
     and ``in1k_clip_vit_l14_i.pt`` (a dict with ``image_features``); they need ``weights_only=False``,
     so load only files you trust.
     """
+    loc = as_location(path)
+    if not loc.is_local and loc.isfile():  # (a URL: read from a temporary local copy)
+        with loc.local_copy() as local:
+            return load_matrix(local, what)
     path = Path(path)
     if not path.is_file():
         raise DataCompError(f"{path}: {what} file not found")
@@ -137,10 +141,9 @@ def kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, spherical: boo
 
 
 def save_centroids(path: str | os.PathLike[str], centroids: np.ndarray) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with as_location(path).atomic_open("wb") as f:  # (a local path or a URL)
         np.save(f, centroids.astype(np.float32), allow_pickle=False)
-    return path
+    return as_location(path).local_path or path  # type: ignore[return-value]
 
 
 def build_centroids(
@@ -173,7 +176,7 @@ def build_centroids(
     )
 
     files = md.list_parquets(metadata_dir)
-    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir) if signals_dir else default_signals_dir(output)
     cfg = SignalConfig(str(sdir))
     if caption_filter:
         groups = groups_for(["lang", "ft_tokens", "text_chars"])
