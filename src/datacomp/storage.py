@@ -128,6 +128,11 @@ class Location:
         return Path(self.path) if self.fs is None else None
 
     @property
+    def native(self) -> Path | Location:
+        """A :class:`Path` for a local location (what local callers have always had), else itself."""
+        return Path(self.path) if self.fs is None else self
+
+    @property
     def url(self) -> str:
         """The location as a string: the path for local ones, ``proto://path`` otherwise."""
         return self.path if self.fs is None else f"{self.protocol}://{self.path}"

@@ -176,7 +176,7 @@ def build_centroids(
     )
 
     files = md.list_parquets(metadata_dir)
-    sdir = as_location(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir or default_signals_dir(output))
     cfg = SignalConfig(str(sdir))
     if caption_filter:
         groups = groups_for(["lang", "ft_tokens", "text_chars"])

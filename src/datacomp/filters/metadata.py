@@ -6,6 +6,7 @@ import contextlib
 import os
 import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -27,13 +28,13 @@ EXPECTED: dict[str, tuple[str, object]] = {
 }
 
 
-def list_parquets(metadata_dir: PathLike) -> list[Location]:
+def list_parquets(metadata_dir: PathLike) -> list[Path | Location]:
     """The pool's metadata parquet files (local or at a storage URL), sorted by name (one task each)."""
     d = as_location(metadata_dir)
     if not d.isdir():
         d.check_bucket()
         raise DataCompError(f"{d}: metadata directory not found")
-    files = [p for p in d.ls("*.parquet") if not p.name.startswith(".")]
+    files = [p.native for p in d.ls("*.parquet") if not p.name.startswith(".")]
     if not files:
         raise DataCompError(f"{d}: no .parquet files; point --metadata-dir at the pool's metadata folder")
     return files
@@ -101,14 +102,14 @@ def num_rows(path: PathLike) -> int:
         raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
 
 
-def npz_path(parquet: PathLike) -> Location:
-    return as_location(parquet).with_suffix(".npz")
+def npz_path(parquet: PathLike) -> Path | Location:
+    return as_location(parquet).with_suffix(".npz").native
 
 
 def read_embeddings(parquet: PathLike, key: str, rows: int | None = None, dtype: type = np.float32) -> np.ndarray:
     """One embedding array of the npz beside ``parquet``, checked to align with its rows."""
     parquet = as_location(parquet)
-    path = npz_path(parquet)
+    path = as_location(npz_path(parquet))
     if not path.isfile():
         raise DataCompError(
             f"{path}: embeddings file not found; compute it with `datacomp embed --metadata-dir {parquet.parent}`"

@@ -47,9 +47,9 @@ WHERE = "where"
 SCALE_CENTROIDS = ("small", "medium", "large", "xlarge")
 
 
-def summary_path(output: str | os.PathLike[str] | Location) -> Location:
+def summary_path(output: str | os.PathLike[str] | Location) -> Path | Location:
     """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``)."""
-    return as_location(output).with_suffix(".summary.json")
+    return as_location(output).with_suffix(".summary.json").native
 
 
 def where_columns(where: str) -> list[str]:
@@ -120,7 +120,7 @@ def run_filter(
     fdef = get_filter(name) if name else None
     check_args(name, fdef, threshold, fraction, arch, image_based_scale)
     files = md.list_parquets(metadata_dir)
-    sdir = as_location(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir or default_signals_dir(output))
     assets = world_assets(metadata_dir)
     exe = get_executor(executor, workers)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
@@ -230,7 +230,7 @@ def run_filter(
         "seconds": round(time.time() - started, 3),
     }
     write_json_atomic(summary_path(output), summary)
-    summary_path(output).with_suffix(".md").write_text(summary_markdown(summary))
+    as_location(summary_path(output)).with_suffix(".md").write_text(summary_markdown(summary))
     work.rm(recursive=True)
     return summary
 

@@ -360,6 +360,6 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
     return pa.table({c: out[c] for c in columns})
 
 
-def default_signals_dir(output: str | os.PathLike[str] | Location) -> Location:
+def default_signals_dir(output: str | os.PathLike[str] | Location) -> Path | Location:
     """Beside the output: ``<output dir>/signals`` (a local dir or a storage URL)."""
-    return as_location(output).resolve().parent / "signals"
+    return (as_location(output).resolve().parent / "signals").native

@@ -39,17 +39,17 @@ def sample_key(shard_id: int, index: int, samples_per_shard: int = 10_000) -> st
     return f"{shard_id * 10**oom + index:012d}"
 
 
-def list_shards(directory: str | os.PathLike[str] | Location) -> list[Location]:
+def list_shards(directory: str | os.PathLike[str] | Location) -> list[Path | Location]:
     """The ``*.tar`` files of a directory (local or a storage URL), sorted by name: discovered by
     listing, gaps are normal."""
     d = as_location(directory)
     if not d.isdir():
         d.check_bucket()
         raise DataCompError(f"{d}: shard directory not found")
-    return [p for p in d.ls("*.tar") if not p.name.startswith(".")]
+    return [p.native for p in d.ls("*.tar") if not p.name.startswith(".")]
 
 
-def completed_shards(directory: str | os.PathLike[str] | Location) -> list[Location]:
+def completed_shards(directory: str | os.PathLike[str] | Location) -> list[Path | Location]:
     """Tars whose ``_stats.json`` exists (img2dataset's completion marker)."""
     d = as_location(directory)
     tars = list_shards(d)
@@ -57,9 +57,9 @@ def completed_shards(directory: str | os.PathLike[str] | Location) -> list[Locat
     return [p for p in tars if stats_path(p).name in names]
 
 
-def stats_path(tar: Path | Location) -> Location:
+def stats_path(tar: Path | Location) -> Path | Location:
     tar = as_location(tar)
-    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json")
+    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json").native
 
 
 def shard_id_of(tar: str | os.PathLike[str] | Location) -> int:

@@ -83,7 +83,7 @@ def reshard(
     fingerprint = {
         "config": {k: v for k, v in config.items() if k not in ("output_dir", "max_workers")},
         "subset": {k: v for k, v in file_fingerprint(subset_path).items() if k != "path"},
-        "shards": [[str(t), t.size()] for t in tars],
+        "shards": [[str(t), as_location(t).size()] for t in tars],
     }
     resumed = _prepare_output(out, overwrite, fingerprint)
 

@@ -95,7 +95,7 @@ def _discover(path: Location, depth: int = 0) -> tuple[list[Location], KeepFn | 
         filt = _reshard_uid_filter(path)
         if filt is not None:
             shard_paths, keep = filt
-            return [as_location(p) for p in shard_paths], keep, f"{path / 'meta.json'} uid filter"
+            return [as_location(p).native for p in shard_paths], keep, f"{path / 'meta.json'} uid filter"
         return list_shards(path), None, None
     shards = list_shards(path)
     if shards:
