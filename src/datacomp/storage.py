@@ -96,6 +96,11 @@ def _filesystem(proto: str, url: str) -> Any:
         raise DataCompError(
             f"{url}: unknown storage protocol {proto}://; use a local path, file://, s3://, gs://, hf:// or memory://"
         ) from None
+    except Exception as e:  # noqa: BLE001 - e.g. gcsfs resolving credentials when it is created
+        msg = describe_error(e, url, proto, "open")
+        if msg is None:
+            raise
+        raise DataCompError(msg) from None
 
 
 def _known_package(proto: str) -> str:
