@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from datacomp.engine import ParentAndPoolExecutor, Task, ThreadExecutor, get_executor, run_tasks
+from datacomp.engine import Executor, ParentAndPoolExecutor, Task, ThreadExecutor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters import threshold as th
@@ -103,7 +103,7 @@ def run_filter(
     seed: int = 0,
     signals_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``."""
@@ -118,7 +118,7 @@ def run_filter(
     files = md.list_parquets(metadata_dir)
     sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
     assets = world_assets(metadata_dir)
-    exe = get_executor(executor, workers)
+    exe = resolve_executor(executor, workers, ThreadExecutor)  # (the passes below are GIL-free reads)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
 
     # Inputs of the parameterised signal groups.
@@ -128,7 +128,7 @@ def run_filter(
     centroids_file = None
     if fdef and fdef.image_based or (where and {"cluster_l2", "cluster_dot"} & set(where_columns(where))):
         centroids_file = _resolve_centroids(
-            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers)
+            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
     cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
                        str(centroids_file) if centroids_file else None)
     if fdef and fdef.image_based:
@@ -184,10 +184,7 @@ def run_filter(
         Task(f.stem, filter_task, (str(f), str(work), name, where, params, cfg, list(plugins)), weight=n)
         for f, n in zip(files, rows)
     ]
-    if executor != "local":
-        fexe = exe
-    else:
-        fexe = ParentAndPoolExecutor(exe.workers) if cold else ThreadExecutor(exe.workers)
+    fexe = resolve_executor(executor, exe.workers, ParentAndPoolExecutor if cold else ThreadExecutor)
     results = run_tasks(tasks, fexe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
@@ -338,7 +335,7 @@ def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None
 
 def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Path,
                        sdir: Path, compat: bool, num_clusters: int | None, seed: int,
-                       workers: int | None) -> Path:
+                       workers: int | None, executor: str | Executor | None = None) -> Path:
     if centroids:
         return Path(centroids)
     if scale:
@@ -358,7 +355,7 @@ def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | No
     if not path.is_file():
         log.info("no --centroids given: building them from the pool's l14 embeddings into %s", path)
         build_centroids(metadata_dir, path, num_clusters=num_clusters, seed=seed, compat=compat,
-                        signals_dir=sdir, workers=workers)
+                        signals_dir=sdir, workers=workers, executor=executor)
     return path
 
 
@@ -387,7 +384,7 @@ def compute_signals(
     num_clusters: int | None = None,
     seed: int = 0,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
@@ -405,14 +402,14 @@ def compute_signals(
     files = md.list_parquets(metadata_dir)
     assets = world_assets(metadata_dir)
     syn = _resolve_synsets(synsets, assets) if set(SYNSET_GROUPS) & set(groups) else None
-    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers)
+    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
            if set(CENTROID_GROUPS) & set(groups) else None)
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None)
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
-    exe = get_executor(executor, workers)
-    results = run_tasks(tasks, ParentAndPoolExecutor(exe.workers) if executor == "local" else exe,
+    exe = resolve_executor(executor, workers, lambda w: ParentAndPoolExecutor(w or os.cpu_count() or 1))
+    results = run_tasks(tasks, exe,
                         desc="signals", unit="row", progress=progress)
     return {"files": len(files), "rows": int(sum(rows)), "computed_files": len(results), "groups": list(groups),
             "signals_dir": str(sdir), "synsets": cfg.synsets_file, "centroids": cfg.centroids_file}
