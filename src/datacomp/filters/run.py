@@ -39,7 +39,7 @@ from datacomp.filters.signals import (
     signals_task,
 )
 from datacomp.io import atomic_path, file_fingerprint, write_json_atomic
-from datacomp.uids import UID_DTYPE, isin, read_subset, write_subset
+from datacomp.uids import UID_DTYPE, merge_subset_files, read_subset, sort_uids
 
 log = logging.getLogger(__name__)
 
@@ -144,22 +144,12 @@ def run_filter(
     total = int(sum(rows))
     if fraction is not None:
         col = f"clip_{arch}_similarity_score"
-
-        def read_scores(f: Path) -> np.ndarray:
-            return md.read_columns(f, [col]).column(col).to_numpy(zero_copy_only=False)
-
-        def read_uids(f: Path) -> np.ndarray:
-            t = load_columns(f, ["uid_f0", "uid_f1"], None)
-            u = np.empty(t.num_rows, UID_DTYPE)
-            u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
-            return u
-
         if total == 0:
             cut = th.Cut(np.inf, 0)
         elif compat:
-            cut = th.compat_cut(read_scores, files, total, fraction)
+            cut = th.compat_cut(files, col, total, fraction, exe)
         else:
-            cut = th.exact_cut(read_scores, read_uids, files, total, fraction)
+            cut = th.exact_cut(files, col, total, fraction, exe)
         params = replace(params, cut=cut, threshold=cut.threshold)
         log.info("fraction %.4g of %d rows -> threshold %.6g", fraction, total, cut.threshold)
 
@@ -188,8 +178,6 @@ def run_filter(
     results = run_tasks(tasks, fexe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
-    kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -197,20 +185,18 @@ def run_filter(
             removed[k] = removed.get(k, 0) + int(v)
         for k, v in r.stats["failing"].items():
             failing[k] = failing.get(k, 0) + int(v)
+    # Each task wrote its kept uids sorted; a streaming k-way merge writes the subset (bounded memory).
+    excl = read_subset(exclude_uids, validate=False) if exclude_uids else None
+    n_kept, n_excl = merge_subset_files([work / "kept" / f"{f.stem}.npy" for f in files], output, excl)
     if exclude_uids:
-        excl = read_subset(exclude_uids, validate=False)
-        drop = isin(kept, excl)
-        removed["excluded"] = int(drop.sum())
-        failing["excluded"] = int(drop.sum())
-        kept = kept[~drop]
-    write_subset(output, kept)
+        removed["excluded"] = failing["excluded"] = n_excl
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
         "output": str(output),
         "pool_size": total,
-        "kept": int(kept.shape[0]),
-        "fraction": (kept.shape[0] / total) if total else 0.0,
+        "kept": n_kept,
+        "fraction": (n_kept / total) if total else 0.0,
         "removed": removed,
         "failing": failing,
         "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
@@ -275,6 +261,7 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     uids = np.empty(k, UID_DTYPE)
     f0, f1 = table["uid_f0"].to_numpy(), table["uid_f1"].to_numpy()
     uids["f0"], uids["f1"] = (f0, f1) if k == n else (f0[keep], f1[keep])
+    uids = sort_uids(uids)  # (sorted here, in parallel; the driver only merges)
     out = Path(work) / "kept" / f"{f.stem}.npy"
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, uids, allow_pickle=False)
