@@ -204,6 +204,7 @@ def run_filter(
         "config": config,
         "signals_dir": str(sdir),
         "files": len(files),
+        "executor": type(fexe).__name__,
         "inputs": [file_fingerprint(f) for f in files],
         "exclude_uids": str(exclude_uids) if exclude_uids else None,
         "seconds": round(time.time() - started, 3),
