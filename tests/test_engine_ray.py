@@ -15,8 +15,6 @@ import pytest
 from datacomp.engine import Task, completed_tasks, get_executor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 
-pytestmark = pytest.mark.ray
-
 try:  # Ray workers cannot import this test module: ship its task functions by value
     from ray import cloudpickle
 
@@ -51,6 +49,7 @@ def slow_square(out_dir: str, i: int, seconds: float) -> dict:
     return {"count": i * i, "pid": os.getpid()}
 
 
+@pytest.mark.ray
 @pytest.mark.ci
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_executor_passes_the_engine_contract(ray_cluster, tmp_path, workers):
@@ -73,6 +72,7 @@ def test_ray_executor_passes_the_engine_contract(ray_cluster, tmp_path, workers)
     assert "b2" not in done and done <= {"b0", "b1", "b3"}
 
 
+@pytest.mark.ray
 @pytest.mark.ci
 def test_a_killed_ray_worker_is_retried_and_the_job_completes(ray_cluster, tmp_path):
     out = tmp_path / "out"
@@ -114,6 +114,21 @@ def test_markers_under_a_url(tmp_path):
     assert completed_tasks(state) == {f"dir/t{i}": {"count": i * i} for i in range(3)}
     res2 = run_tasks(tasks, get_executor("threads", 2), state_dir=state, progress=False)
     assert all(r.skipped for r in res2) and [r.stats for r in res2] == [r.stats for r in res]
+
+
+@pytest.mark.s3
+def test_markers_on_s3_resume_a_step(s3_bucket, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    state = f"{s3_bucket}/run/state"
+    bad = [Task(f"t{i}", fail_on, (str(out), i, 3)) for i in range(5)]
+    with pytest.raises(DataCompError, match="task 3: boom"):
+        run_tasks(bad, get_executor("local", 1), state_dir=state, progress=False)
+    assert set(completed_tasks(state)) == {"t0", "t1", "t2"}
+    good = [Task(f"t{i}", square_to_file, (str(out), i)) for i in range(5)]
+    res = run_tasks(good, get_executor("local", 1), state_dir=state, progress=False)  # "ran twice" if re-run
+    assert [r.skipped for r in res] == [True, True, True, False, False]
+    assert [r.stats["count"] for r in res] == [0, 1, 4, 9, 16]
 
 
 def test_executor_resolution(monkeypatch):

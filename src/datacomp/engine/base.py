@@ -77,6 +77,7 @@ class _Markers:
     def read_all(self) -> dict[str, dict[str, Any]]:
         out = {}
         if self.url:
+            self.fs.invalidate_cache(self.root)  # (listings may be cached; markers come from other runs)
             paths = self.fs.glob(f"{self.root}/*.done.json") if self.fs.exists(self.root) else []
             texts = self.fs.cat(paths) if paths else {}
             for p in paths:
