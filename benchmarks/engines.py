@@ -8,10 +8,14 @@ every step runs once with the local executor the step picks by default and once 
 reported apart). Outputs of the two runs are compared byte for byte.
 
 The cost model comes from the local runs: CPU-seconds (this process + its reaped worker processes,
-``getrusage``), bytes read (the sizes of the input files the step opens) and bytes written (the
-size of the step's outputs), each per pool sample, then multiplied out to the DataComp scales.
-Image bytes of the embedded world are ~1 KB 32-px JPEGs; CommonPool's are ~20-60 KB at 512 px, so
-the download/reshard/embed byte columns scale with ``--image-kb`` (default 40) for the projection.
+``getrusage``), bytes read (the sizes of the input files the step opens; for download, the image
+bytes stored) and bytes written (the size of the step's outputs), each per pool sample, then
+multiplied out to the DataComp scales. The embedded world's images are small JPEGs (a few KB);
+CommonPool's are ~20-60 KB at 512 px, so for the image-bound steps (download, embed, reshard) the
+projected bytes are scaled by ``--image-kb`` (default 40) over the world's mean stored sample size.
+Modules every step imports are imported before timing, so neither executor pays them in its time;
+the local executors' process start-ups are part of their time, as the Ray cluster's start is not.
+Download shards hold rows in the order fetches finish, so its outputs are compared by content.
 """
 
 from __future__ import annotations
@@ -51,6 +55,17 @@ def _data(root: Path) -> dict[str, bytes]:
         if p.is_file() and p.suffix in (".npy", ".tar", ".parquet", ".npz") and not any(
                 s.startswith(".") for s in rel.parts):
             out[str(rel)] = p.read_bytes()
+    return out
+
+
+def _download_content(shards: Path) -> dict[str, tuple[Any, ...]]:
+    """uid -> (shard, image bytes, caption): download output without its completion-order keys."""
+    from datacomp.pool.shards import iter_tar_samples
+
+    out = {}
+    for tar in sorted(shards.glob("*.tar")):
+        for _key, m in iter_tar_samples(tar):
+            out[json.loads(m["json"])["uid"]] = (tar.stem, m.get("jpg"), m.get("txt"))
     return out
 
 
@@ -118,13 +133,13 @@ def plan(world: Any, work: Path, image_kb: float) -> dict[str, tuple[Callable[[A
 
     npz = (".npz",)
     return {
-        "download": (download, lambda _o: n_one * int(image_kb * 1024), n_one, True),
+        "download": (download, lambda o: _size(o, suffixes=(".tar",)), n_one, True),
         "filter_cold": (filt("basic_filter"), lambda _o: _size(meta, suffixes=(".parquet",)), n_all, False),
         "filter_cached": (filt("basic_filter"), lambda _o: _size(meta, suffixes=(".parquet",)), n_all, False),
         "filter_fraction": (filt("clip_score", arch="l14", fraction=0.3),
                             lambda _o: _size(meta, suffixes=(".parquet",)), n_all, False),
         "build_centroids": (centroids, lambda _o: _size(meta, suffixes=npz), n_all, False),
-        "embed": (embed, lambda _o: n_all * int(image_kb * 1024) + _size(one), n_all, True),
+        "embed": (embed, lambda _o: _size(Path(world.shards), suffixes=(".tar",)) + _size(one), n_all, True),
         "dedup": (dd, lambda _o: _size(meta, suffixes=npz) + _size(Path(world.eval_suite)), n_all, False),
         "reshard": (rs, lambda _o: _size(Path(world.shards), suffixes=(".tar",)), len(subset_rows(subset)), True),
     }
@@ -154,6 +169,11 @@ def main() -> None:
     try:
         world = World.at(args.world) if args.world else make_test_world(tmp / "world")
         steps = plan(world, tmp / "work", args.image_kb)
+        world_sample = _size(Path(world.shards), suffixes=(".tar",)) / max(1, len(_download_content(world.shards)))
+        image_scale = args.image_kb * 1024 / world_sample
+        for mod in ("datacomp.filters.run", "datacomp.filters.clusters", "datacomp.filters.embed", "faiss",
+                    "open_clip", "datacomp.reshard", "datacomp.pool.download", "datacomp.filters.dedup"):
+            __import__(mod)
         wanted = args.steps.split(",")
         if any(s in wanted for s in ("filter_cached", "filter_fraction", "build_centroids")) and \
                 "filter_cold" not in wanted:
@@ -176,22 +196,28 @@ def main() -> None:
                 if kind == "local":
                     res["cpu_s"] = round(_cpu() - c0, 3)
                     res["written_bytes"] = _size(path)
-                outs[kind] = _data(path)
+                outs[kind] = _download_content(path) if step == "download" else _data(path)
+                if kind == "local":
+                    outs_path = path
             res["identical"] = outs["local"] == outs["ray"] and bool(outs["local"])
             res["ray_over_local"] = round(res["ray_s"] / max(res["local_s"], 1e-9), 2)
-            res["read_bytes"] = read(None)
+            res["read_bytes"] = read(outs_path)
             res["cpu_us_per_sample"] = round(1e6 * res["cpu_s"] / samples, 1)
             res["read_b_per_sample"] = round(res["read_bytes"] / samples, 1)
             res["written_b_per_sample"] = round(res["written_bytes"] / samples, 1)
             res["image_bytes_dominated"] = image_bound
+            k = image_scale if image_bound else 1.0
             res["projection"] = {
                 s: {"cpu_hours": round(res["cpu_s"] / samples * n / 3600, 1),
-                    "read_tb": round(res["read_bytes"] / samples * n / 1e12, 3),
-                    "written_tb": round(res["written_bytes"] / samples * n / 1e12, 3)} for s, n in SCALES.items()}
+                    "read_tb": round(k * res["read_bytes"] / samples * n / 1e12, 3),
+                    "written_tb": round(k * res["written_bytes"] / samples * n / 1e12, 3)} for s, n in SCALES.items()}
             rows.append(res)
             print(json.dumps({k: v for k, v in res.items() if k != "projection"}), flush=True)
         ray_ex.close()
-        report = {"ray_start_s": round(ray_start, 2), "workers": args.workers, "cpus": os.cpu_count(), "steps": rows}
+        report = {"ray_start_s": round(ray_start, 2), "workers": args.workers, "cpus": os.cpu_count(),
+                  "world_sample_bytes": round(world_sample), "image_scale": round(image_scale, 2), "steps": rows}
+        print(f"world: {world_sample:,.0f} B per stored sample; image-bound bytes projected x{image_scale:.1f} "
+              f"({args.image_kb:g} KB images)")
         print(f"ray start-up: {ray_start:.1f} s (not in the per-step ray times)")
         print(f"{'step':16s} {'local s':>8s} {'ray s':>8s} {'ray/local':>9s} {'same':>5s} {'CPU us/sample':>13s} "
               f"{'read B/sample':>13s} {'written B/sample':>16s}")
