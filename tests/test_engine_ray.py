@@ -14,21 +14,15 @@ import pytest
 
 from datacomp.engine import Task, completed_tasks, get_executor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
+from test_engine import square_to_file
 
 try:  # Ray workers cannot import this test module: ship its task functions by value
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["test_engine"])
 except ImportError:
     pass
-
-
-def square_to_file(out_dir: str, i: int) -> dict:
-    p = Path(out_dir) / f"{i}.txt"
-    if p.exists():
-        raise AssertionError(f"task {i} ran twice")
-    p.write_text(str(i * i))
-    return {"count": i * i}
 
 
 def fail_on(out_dir: str, i: int, bad: int) -> dict:
@@ -129,6 +123,17 @@ def test_markers_on_s3_resume_a_step(s3_bucket, tmp_path):
     res = run_tasks(good, get_executor("local", 1), state_dir=state, progress=False)  # "ran twice" if re-run
     assert [r.skipped for r in res] == [True, True, True, False, False]
     assert [r.stats["count"] for r in res] == [0, 1, 4, 9, 16]
+
+
+def test_without_ray_the_choice_fails_with_the_install_line(monkeypatch, capsys):
+    from datacomp.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra sees
+    with pytest.raises(DataCompError, match=r"pip install 'datacomp\[ray\]'"):
+        get_executor("ray", 1)
+    assert main(["reshard", "-i", "x", "-o", "y", "-s", "z.npy", "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'datacomp[ray]'" in err and "Traceback" not in err
 
 
 def test_executor_resolution(monkeypatch):

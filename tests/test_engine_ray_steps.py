@@ -173,10 +173,12 @@ def test_killed_driver_resumes_only_unfinished_tasks(ray_cluster, world, tmp_pat
     first = _markers(state)
     total = -(-4000 // 40)
     assert 3 <= len(first) < total
+    stamps = {n: (out / f"{n}.tar").stat().st_mtime_ns for n in first}
     r = subprocess.run([*base, "-o", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert f"({len(first)} already complete)" in r.stdout  # only the unfinished ones were copied now
     assert len(_markers(state)) == total
+    assert {n: (out / f"{n}.tar").stat().st_mtime_ns for n in first} == stamps  # finished shards not rewritten
     ref = tmp_path / "ref"
     r = subprocess.run([*base, "-o", str(ref)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
