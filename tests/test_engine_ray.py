@@ -67,6 +67,21 @@ def test_ray_executor_passes_the_engine_contract(ray_cluster, tmp_path, workers)
 
 
 @pytest.mark.ray
+def test_gpu_tasks_run_on_a_cluster_without_gpus(ray_cluster, tmp_path):
+    """A task declaring num_gpus gets a GPU where the cluster has one; here (none) it still runs."""
+    import ray
+
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    tasks = [Task(f"g{i}", square_to_file, (str(tmp_path), i), resources={"num_gpus": 1}) for i in range(3)]
+    done: list = []
+    th = threading.Thread(target=lambda: done.extend(run_tasks(tasks, get_executor("ray", 2, address=ray_cluster),
+                                                               progress=False)), daemon=True)
+    th.start()
+    th.join(120)  # a GPU request on a GPU-less cluster would wait forever
+    assert [r.stats["count"] for r in done] == [0, 1, 4]
+
+
+@pytest.mark.ray
 @pytest.mark.ci
 def test_a_killed_ray_worker_is_retried_and_the_job_completes(ray_cluster, tmp_path):
     out = tmp_path / "out"
