@@ -14,23 +14,15 @@ import pytest
 
 from datacomp.engine import Task, completed_tasks, get_executor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
-
-pytestmark = pytest.mark.ray
+from test_engine import square_to_file
 
 try:  # Ray workers cannot import this test module: ship its task functions by value
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(sys.modules["test_engine"])
 except ImportError:
     pass
-
-
-def square_to_file(out_dir: str, i: int) -> dict:
-    p = Path(out_dir) / f"{i}.txt"
-    if p.exists():
-        raise AssertionError(f"task {i} ran twice")
-    p.write_text(str(i * i))
-    return {"count": i * i}
 
 
 def fail_on(out_dir: str, i: int, bad: int) -> dict:
@@ -51,6 +43,7 @@ def slow_square(out_dir: str, i: int, seconds: float) -> dict:
     return {"count": i * i, "pid": os.getpid()}
 
 
+@pytest.mark.ray
 @pytest.mark.ci
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_executor_passes_the_engine_contract(ray_cluster, tmp_path, workers):
@@ -73,6 +66,22 @@ def test_ray_executor_passes_the_engine_contract(ray_cluster, tmp_path, workers)
     assert "b2" not in done and done <= {"b0", "b1", "b3"}
 
 
+@pytest.mark.ray
+def test_gpu_tasks_run_on_a_cluster_without_gpus(ray_cluster, tmp_path):
+    """A task declaring num_gpus gets a GPU where the cluster has one; here (none) it still runs."""
+    import ray
+
+    assert ray.cluster_resources().get("GPU", 0) == 0
+    tasks = [Task(f"g{i}", square_to_file, (str(tmp_path), i), resources={"num_gpus": 1}) for i in range(3)]
+    done: list = []
+    th = threading.Thread(target=lambda: done.extend(run_tasks(tasks, get_executor("ray", 2, address=ray_cluster),
+                                                               progress=False)), daemon=True)
+    th.start()
+    th.join(120)  # a GPU request on a GPU-less cluster would wait forever
+    assert [r.stats["count"] for r in done] == [0, 1, 4]
+
+
+@pytest.mark.ray
 @pytest.mark.ci
 def test_a_killed_ray_worker_is_retried_and_the_job_completes(ray_cluster, tmp_path):
     out = tmp_path / "out"
@@ -114,6 +123,32 @@ def test_markers_under_a_url(tmp_path):
     assert completed_tasks(state) == {f"dir/t{i}": {"count": i * i} for i in range(3)}
     res2 = run_tasks(tasks, get_executor("threads", 2), state_dir=state, progress=False)
     assert all(r.skipped for r in res2) and [r.stats for r in res2] == [r.stats for r in res]
+
+
+@pytest.mark.s3
+def test_markers_on_s3_resume_a_step(s3_bucket, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    state = f"{s3_bucket}/run/state"
+    bad = [Task(f"t{i}", fail_on, (str(out), i, 3)) for i in range(5)]
+    with pytest.raises(DataCompError, match="task 3: boom"):
+        run_tasks(bad, get_executor("local", 1), state_dir=state, progress=False)
+    assert set(completed_tasks(state)) == {"t0", "t1", "t2"}
+    good = [Task(f"t{i}", square_to_file, (str(out), i)) for i in range(5)]
+    res = run_tasks(good, get_executor("local", 1), state_dir=state, progress=False)  # "ran twice" if re-run
+    assert [r.skipped for r in res] == [True, True, True, False, False]
+    assert [r.stats["count"] for r in res] == [0, 1, 4, 9, 16]
+
+
+def test_without_ray_the_choice_fails_with_the_install_line(monkeypatch, capsys):
+    from datacomp.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without the extra sees
+    with pytest.raises(DataCompError, match=r"pip install 'datacomp\[ray\]'"):
+        get_executor("ray", 1)
+    assert main(["reshard", "-i", "x", "-o", "y", "-s", "z.npy", "--executor", "ray"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'datacomp[ray]'" in err and "Traceback" not in err
 
 
 def test_executor_resolution(monkeypatch):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="datacomp-ref-l14", help="open_clip model that made the pool's l14_img")
     p.add_argument("--checkpoint", type=Path, default=None, help="its weights (default: the packaged ones)")
     p.add_argument("--embedding-key", default="l14_img")
-    p.add_argument("--workers", type=int, default=None)
+    add_executor_args(p)
     p.set_defaults(func=_run)
 
 
@@ -35,7 +36,8 @@ def _run(args: argparse.Namespace) -> int:
 
     model = ModelSpec(args.embedding_key.split("_")[0], args.model, str(args.checkpoint) if args.checkpoint else None)
     s = dedup(args.metadata_dir, args.eval_suite, args.output, threshold=args.threshold, model=model,
-              embedding_key=args.embedding_key, workers=args.workers)
+              embedding_key=args.embedding_key, workers=args.workers,
+              executor=executor_from(args))
     print(f"{s['flagged']:,} of {s['pool_size']:,} pool samples near-duplicate one of {s['eval_images']:,} "
           f"evaluation images (cosine >= {s['threshold']}) -> {s['output']}")
     for task, n in s["flagged_per_task"].items():

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 from datacomp.errors import DataCompError
 
 
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "default $HF_ENDPOINT or huggingface.co")
     g = p.add_argument_group("images")
     g.add_argument("--skip-bbox-blurring", action="store_true", help="do not blur face_bboxes")
-    g.add_argument("--processes-count", type=int, default=os.cpu_count() or 1, help="shards downloaded at once")
+    add_executor_args(p, ("-j", "--workers", "--processes-count"),
+                      "shards downloaded at once (when not given: all cores, or the Ray cluster's CPUs)")
     g.add_argument("--thread-count", type=int, default=64, help="concurrent requests per process")
     g.add_argument("--number-sample-per-shard", type=int, default=10_000)
     g.add_argument("--image-size", type=int, default=512)
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_shards:
         print(f"metadata in {metadata}; --skip-shards given, no images downloaded")
         return 0
-    if args.image_size <= 0 or args.thread_count <= 0 or args.processes_count <= 0:
+    if args.image_size <= 0 or args.thread_count <= 0 or (args.workers is not None and args.workers <= 0):
         raise DataCompError("--image-size, --thread-count and --processes-count must be positive")
     image = ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
                         resize_only_if_bigger=not args.no_resize_only_if_bigger, encode_format=args.encode_format,
@@ -121,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if free is not None and est["bytes"] > free and not args.yes:
         raise DataCompError(f"{shards}: estimated {_gb(est['bytes'])} needed but only {_gb(free)} free; "
                             "free space, choose another --data-dir, or pass --yes to start anyway")
-    summary = download(metadata, shards.url, options, processes=args.processes_count,
+    summary = download(metadata, shards.url, options, processes=args.workers or os.cpu_count() or 1,
+                       executor=executor_from(args),
                        skip_shards=tuple(args.exclude_shard), progress=not args.no_progress)
     _print_summary(console(), summary)
     return 0

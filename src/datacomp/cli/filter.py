@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 SIGNAL_HELP = (
     "signal columns for --where: uid, text, url, original_width, original_height, min_side, aspect, "
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--compat", action="store_true",
                    help="L2 k-means with sampling with replacement, as the original (default: spherical)")
     q.add_argument("--signals-dir", default=None)
-    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_build_centroids)
 
     q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file")
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--synsets", type=Path, default=None)
     q.add_argument("--centroids", type=Path, default=None)
     q.add_argument("--compat", action="store_true")
-    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_signals)
 
     q = add_parser(ss, "list", "the registered filters (baselines and --plugin files)")
@@ -86,7 +87,7 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
-    p.add_argument("--workers", "--num_workers", type=int, default=None, help="parallel files (default: cores)")
+    add_executor_args(p, ("-j", "--workers", "--num_workers"), "parallel files (default: cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -101,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         arch=args.arch, compat=args.compat, where=args.where, plugins=[str(p) for p in args.plugin],
         exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
         image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
-        signals_dir=args.signals_dir, workers=args.workers,
+        signals_dir=args.signals_dir, workers=args.workers, executor=executor_from(args),
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -138,6 +139,7 @@ def _build_centroids(args: argparse.Namespace) -> int:
         args.metadata_dir, args.output, num_clusters=args.num_clusters, embedding_key=args.embedding_key,
         sample_ratio=args.sample_ratio, caption_filter=not args.disable_caption_filtering, seed=args.seed,
         niter=args.niter, compat=args.compat, signals_dir=args.signals_dir, workers=args.workers,
+        executor=executor_from(args),
     )
     print(f"wrote {r['output']}: {r['num_clusters']} centroids of dim {r['dim']} from {r['points']:,} points")
     return 0
@@ -147,7 +149,8 @@ def _signals(args: argparse.Namespace) -> int:
     from datacomp.filters import compute_signals
 
     r = compute_signals(args.metadata_dir, args.signals_dir, [g for g in args.groups.split(",") if g],
-                        synsets=args.synsets, centroids=args.centroids, compat=args.compat, workers=args.workers)
+                        synsets=args.synsets, centroids=args.centroids, compat=args.compat, workers=args.workers,
+                        executor=executor_from(args))
     print(f"signals for {r['rows']:,} rows in {r['files']} file(s) under {r['signals_dir']} "
           f"({r['computed_files']} file(s) computed now)")
     return 0

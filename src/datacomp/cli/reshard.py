@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-copy", action="store_true",
                    help="write no shards: meta.json declares a training-time uid filter over the input shards")
     p.add_argument("--overwrite", action="store_true", help="delete everything in the output dir first")
-    p.add_argument("-j", "--workers", type=int, default=None, help="worker processes (default: all cores)")
+    add_executor_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_dir, args.output_dir, args.subset_file, shard_size=args.shard_size,
         shuffle_bufsize=args.shuffle_bufsize, seed=args.seed, blur=args.blur, blur_metadata=args.blur_metadata,
         blur_quality=args.blur_quality, overwrite=args.overwrite, workers=args.workers, no_copy=args.no_copy,
+        executor=executor_from(args),
         progress=not args.no_progress,
     )
     print(f"subset: {s['subset_uids']:,} uids ({s['subset_duplicates']:,} repeats)   "

@@ -5,7 +5,7 @@ under temporary names, renames them, and returns a small stats dict; the engine 
 task's completion marker. Resume is therefore "skip tasks whose marker exists".
 """
 
-from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, is_url, run_tasks
+from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, is_done, is_url, mark_done, run_tasks
 from datacomp.engine.local import (
     EXECUTORS,
     LocalExecutor,
@@ -27,7 +27,9 @@ __all__ = [
     "completed_tasks",
     "get_executor",
     "is_distributed",
+    "is_done",
     "is_url",
+    "mark_done",
     "resolve_executor",
     "run_tasks",
 ]

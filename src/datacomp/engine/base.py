@@ -77,6 +77,7 @@ class _Markers:
     def read_all(self) -> dict[str, dict[str, Any]]:
         out = {}
         if self.url:
+            self.fs.invalidate_cache(self.root)  # (listings may be cached; markers come from other runs)
             paths = self.fs.glob(f"{self.root}/*.done.json") if self.fs.exists(self.root) else []
             texts = self.fs.cat(paths) if paths else {}
             for p in paths:
@@ -100,6 +101,20 @@ class _Markers:
 def completed_tasks(state_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """Stats of every task completed under ``state_dir`` (a directory or a URL), by any run."""
     return _Markers(state_dir).read_all()
+
+
+def is_done(state_dir: str | os.PathLike[str], name: str) -> bool:
+    """Whether ``name`` has a completion marker under ``state_dir`` (work run outside :func:`run_tasks`)."""
+    m = _Markers(state_dir)
+    return m.fs.exists(m.path(name)) if m.url else Path(m.path(name)).is_file()
+
+
+def mark_done(state_dir: str | os.PathLike[str], name: str, stats: dict[str, Any] | None = None,
+              seconds: float = 0.0) -> None:
+    """Write ``name``'s completion marker (after its outputs), as :func:`run_tasks` does for a task."""
+    m = _Markers(state_dir)
+    m.ensure()
+    m.write(name, {"name": name, "stats": stats or {}, "seconds": seconds, "finished_at": time.time()})
 
 
 def run_tasks(

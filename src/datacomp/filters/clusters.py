@@ -244,6 +244,7 @@ def build_centroids(
     compat: bool = False,
     signals_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
+    executor: object = None,  # an engine Executor, a name, or None (see engine.resolve_executor)
 ) -> dict[str, object]:
     """The original's clustering recipe (spec §2.4) over a pool's embeddings; writes ``(k, d)`` npy.
 
@@ -251,7 +252,7 @@ def build_centroids(
     sample drawn without replacement. ``compat``: L2 k-means on ``np.random.choice`` samples drawn
     with replacement, as the original (seeded here; the original's workers were not).
     """
-    from datacomp.engine import Task, get_executor, run_tasks
+    from datacomp.engine import Task, resolve_executor, run_tasks
     from datacomp.filters import metadata as md
     from datacomp.filters.signals import (
         SignalConfig,
@@ -267,7 +268,7 @@ def build_centroids(
     if caption_filter:
         groups = groups_for(["lang", "ft_tokens", "text_chars"])
         tasks = [Task(f.stem, signals_task, (str(f), groups, cfg), weight=1) for f in files]
-        run_tasks(tasks, get_executor("local", workers), desc="caption signals", unit="file")
+        run_tasks(tasks, resolve_executor(executor, workers), desc="caption signals", unit="file")
     parts = []
     legacy = np.random.RandomState(seed)
     dim = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from datacomp.engine import ParentAndPoolExecutor, Task, ThreadExecutor, get_executor, run_tasks
+from datacomp.engine import Executor, ParentAndPoolExecutor, Task, ThreadExecutor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters import threshold as th
@@ -39,7 +39,7 @@ from datacomp.filters.signals import (
 )
 from datacomp.io import file_fingerprint, locks_output, write_json_atomic
 from datacomp.storage import Location, as_location
-from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
+from datacomp.uids import UID_DTYPE, merge_subset_files, read_subset, sort_uids
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def run_filter(
     seed: int = 0,
     signals_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``.
@@ -127,7 +127,7 @@ def run_filter(
     files = md.list_parquets(metadata_dir)
     sdir = as_location(signals_dir or default_signals_dir(output))
     assets = world_assets(metadata_dir)
-    exe = get_executor(executor, workers)
+    exe = resolve_executor(executor, workers, ThreadExecutor)  # (the passes below are GIL-free reads)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
 
     # Inputs of the parameterised signal groups.
@@ -137,7 +137,7 @@ def run_filter(
     centroids_file = None
     if fdef and fdef.image_based or (where and {"cluster_l2", "cluster_dot"} & set(where_columns(where))):
         centroids_file = _resolve_centroids(
-            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers)
+            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
     cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
                        str(centroids_file) if centroids_file else None)
     if fdef and fdef.image_based:
@@ -158,22 +158,12 @@ def run_filter(
     total = int(sum(rows))
     if fraction is not None:
         col = f"clip_{arch}_similarity_score"
-
-        def read_scores(f: Location) -> np.ndarray:
-            return md.read_columns(f, [col]).column(col).to_numpy(zero_copy_only=False)
-
-        def read_uids(f: Location) -> np.ndarray:
-            t = load_columns(f, ["uid_f0", "uid_f1"], None)
-            u = np.empty(t.num_rows, UID_DTYPE)
-            u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
-            return u
-
         if total == 0:
             cut = th.Cut(np.inf, 0)
         elif compat:
-            cut = th.compat_cut(read_scores, files, total, fraction)
+            cut = th.compat_cut(files, col, total, fraction, exe)
         else:
-            cut = th.exact_cut(read_scores, read_uids, files, total, fraction)
+            cut = th.exact_cut(files, col, total, fraction, exe)
         params = replace(params, cut=cut, threshold=cut.threshold)
         log.info("fraction %.4g of %d rows -> threshold %.6g", fraction, total, cut.threshold)
 
@@ -198,22 +188,10 @@ def run_filter(
         Task(f.stem, filter_task, (str(f), str(work), name, where, params, cfg, list(plugins)), weight=n)
         for f, n in zip(files, rows)
     ]
-    if executor != "local":
-        fexe = exe
-    else:
-        fexe = ParentAndPoolExecutor(exe.workers) if cold else ThreadExecutor(exe.workers)
+    fexe = resolve_executor(executor, exe.workers, ParentAndPoolExecutor if cold else ThreadExecutor)
     results = run_tasks(tasks, fexe, state_dir=str(work / "state"), desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
-    kept_parts = [_load_npy(work / "kept" / f"{f.stem}.npy") for f in files]
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
-    order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
-    kept = kept[order]
-    dups = duplicate_uids(kept, order, [p.size for p in kept_parts], files)
-    if dups is not None:
-        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
-                    "lists each once", dups["count"], dups["example"], *dups["files"])
-        kept = kept[dups.pop("first")]
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -221,20 +199,25 @@ def run_filter(
             removed[k] = removed.get(k, 0) + int(v)
         for k, v in r.stats["failing"].items():
             failing[k] = failing.get(k, 0) + int(v)
+    # Each task wrote its kept uids sorted; a streaming k-way merge writes the subset (bounded memory).
+    excl = read_subset(exclude_uids, validate=False) if exclude_uids else None
+    merged = merge_subset_files([work / "kept" / f"{f.stem}.npy" for f in files], output, excl)
+    n_kept = merged.written
+    dups = None
+    if merged.duplicates:  # the format is sorted and unique: each uid is written once
+        dups = {"count": merged.duplicates, "example": merged.example,
+                "files": [next(f.name for f in files if f"{f.stem}.npy" == as_location(p).name) for p in merged.files]}
+        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s); the subset "
+                    "lists each once", dups["count"], dups["example"], " and ".join(dups["files"]))
     if exclude_uids:
-        excl = read_subset(exclude_uids, validate=False)
-        drop = isin(kept, excl)
-        removed["excluded"] = int(drop.sum())
-        failing["excluded"] = int(drop.sum())
-        kept = kept[~drop]
-    write_subset(output, kept, sort=False)
+        removed["excluded"] = failing["excluded"] = merged.excluded
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
         "output": str(output),
         "pool_size": total,
-        "kept": int(kept.shape[0]),
-        "fraction": (kept.shape[0] / total) if total else 0.0,
+        "kept": n_kept,
+        "fraction": (n_kept / total) if total else 0.0,
         "removed": removed,
         "failing": failing,
         "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
@@ -243,6 +226,7 @@ def run_filter(
         "config": config,
         "signals_dir": str(sdir),
         "files": len(files),
+        "executor": type(fexe).__name__,
         "inputs": [file_fingerprint(f) for f in files],
         "exclude_uids": str(exclude_uids) if exclude_uids else None,
         "seconds": round(time.time() - started, 3),
@@ -251,30 +235,6 @@ def run_filter(
     as_location(summary_path(output)).with_suffix(".md").write_text(summary_markdown(summary))
     work.rm(recursive=True)
     return summary
-
-
-def duplicate_uids(uids: np.ndarray, order: np.ndarray, sizes: list[int], files: list[Path]
-                   ) -> dict[str, Any] | None:
-    """Uids listed more than once across (or within) the files: the number of extra rows, one example
-    uid and the two files holding it, and ``first`` (a mask keeping each uid once); None when unique.
-
-    ``uids``: the files' uids concatenated then sorted by ``order``; ``sizes``: rows per file.
-    """
-    same = (uids["f0"][1:] == uids["f0"][:-1]) & (uids["f1"][1:] == uids["f1"][:-1])
-    if not same.any():
-        return None
-    src = np.repeat(np.arange(len(sizes)), sizes)[order]
-    i = int(np.flatnonzero(same)[0])
-    a, b = sorted((int(src[i]), int(src[i + 1])))
-    return {"count": int(same.sum()), "example": str(uids_to_hex(uids[i : i + 1])[0]),
-            "files": [files[a].name, files[b].name], "first": np.r_[True, ~same]}
-def _load_npy(loc: Location) -> np.ndarray:
-    """A small ``.npy`` (a task's kept uids) from a local path or a storage URL."""
-    if loc.is_local:
-        return np.load(loc.path, allow_pickle=False)
-    import io
-
-    return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
@@ -323,6 +283,7 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     uids = np.empty(k, UID_DTYPE)
     f0, f1 = table["uid_f0"].to_numpy(), table["uid_f1"].to_numpy()
     uids["f0"], uids["f1"] = (f0, f1) if k == n else (f0[keep], f1[keep])
+    uids = sort_uids(uids)  # (sorted here, in parallel; the driver only merges)
     with (as_location(work) / "kept" / f"{f.stem}.npy").atomic_open("wb") as fh:
         np.save(fh, uids, allow_pickle=False)
     return {"rows": n, "kept": k, "removed": removed, "failing": failing}
@@ -392,7 +353,7 @@ def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None
 
 def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Location,
                        sdir: Location, compat: bool, num_clusters: int | None, seed: int,
-                       workers: int | None) -> Path | Location:
+                       workers: int | None, executor: str | Executor | None = None) -> Path | Location:
     if centroids:
         return as_location(centroids)
     if scale:
@@ -412,7 +373,7 @@ def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | No
     if not path.isfile():
         log.info("no --centroids given: building them from the pool's l14 embeddings into %s", path)
         build_centroids(metadata_dir, path, num_clusters=num_clusters, seed=seed, compat=compat,
-                        signals_dir=sdir, workers=workers)
+                        signals_dir=sdir, workers=workers, executor=executor)
     return path
 
 
@@ -444,7 +405,7 @@ def compute_signals(
     num_clusters: int | None = None,
     seed: int = 0,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
@@ -462,14 +423,14 @@ def compute_signals(
     files = md.list_parquets(metadata_dir)
     assets = world_assets(metadata_dir)
     syn = _resolve_synsets(synsets, assets) if set(SYNSET_GROUPS) & set(groups) else None
-    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers)
+    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
            if set(CENTROID_GROUPS) & set(groups) else None)
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None)
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
-    exe = get_executor(executor, workers)
-    results = run_tasks(tasks, ParentAndPoolExecutor(exe.workers) if executor == "local" else exe,
+    exe = resolve_executor(executor, workers, lambda w: ParentAndPoolExecutor(w or os.cpu_count() or 1))
+    results = run_tasks(tasks, exe,
                         desc="signals", unit="row", progress=progress)
     return {"files": len(files), "rows": int(sum(rows)), "computed_files": len(results), "groups": list(groups),
             "signals_dir": str(sdir), "synsets": cfg.synsets_file, "centroids": cfg.centroids_file}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, is_distributed, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.io import output_lock, write_record
 from datacomp.pool.http import FetchConfig, Fetcher, FetchError
@@ -307,6 +307,7 @@ def download(
     processes: int = 1,
     skip_shards: tuple[int, ...] | None = None,
     progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> dict[str, Any]:
     """Download every row of the metadata parquets into shards under ``output_dir``; return the summary.
 
@@ -322,7 +323,8 @@ def download(
     with output_lock(out, out / ".download.lock"):  # released by the OS even on SIGKILL
         _clean_stale(out, state)
         # Inner per-shard bars only in-process: bars of several worker processes would overwrite each other.
-        options = replace(options, progress=progress and processes == 1)
+        ex = resolve_executor(executor, processes)
+        options = replace(options, progress=progress and processes == 1 and not is_distributed(ex))
         files = list_metadata(metadata_dir)
         specs = plan_shards(files, options)
         if skip_shards:
@@ -334,7 +336,7 @@ def download(
         tasks = [
             Task(shard_name(s.shard_id), download_shard, (s, str(out), options), weight=s.stop - s.start) for s in specs
         ]
-        results = run_tasks(tasks, get_executor("local", processes), state_dir=str(state), desc="download", unit="img",
+        results = run_tasks(tasks, ex, state_dir=str(state), desc="download", unit="img",
                             progress=progress)
         seconds = time.time() - started
         summary = summarize([r.stats for r in results],

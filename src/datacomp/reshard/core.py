@@ -13,7 +13,7 @@ import numpy as np
 
 from datacomp import storage
 from datacomp import uids as U
-from datacomp.engine import Executor, Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, get_executor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.io import file_fingerprint, locks_output, write_json_atomic, write_record
 from datacomp.pool.shards import list_shards, shard_name
@@ -49,7 +49,7 @@ def reshard(
     overwrite: bool = False,
     workers: int | None = None,
     no_copy: bool = False,
-    executor: Executor | None = None,
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the subset's samples from ``input_dirs`` as webdataset shards in ``output_dir``.
@@ -132,12 +132,10 @@ def reshard(
     total = sum(p.count for p in plans)
     per_process = MIN_SAMPLES_PER_PROCESS // (20 if blur else 1)  # blurring costs ms per image
     procs = max(1, min(workers, len(tasks), -(-total // per_process)))
-    if executor is not None:
-        ex = executor
-    elif procs == 1 and not blur and min(workers, len(tasks)) > 1:
-        ex = get_executor("threads", min(workers, len(tasks)))  # copies release the GIL; no process start
+    if procs == 1 and not blur and min(workers, len(tasks)) > 1:  # copies release the GIL; no process start
+        ex = resolve_executor(executor, workers, lambda _: get_executor("threads", min(workers, len(tasks))))
     else:
-        ex = get_executor("local", procs)
+        ex = resolve_executor(executor, workers, lambda _: get_executor("local", procs))
     t0 = time.perf_counter()
     results = run_tasks(tasks, ex, state_dir=str(out / STATE_DIR), desc="reshard", unit="sample", progress=progress)
     copy_seconds = time.perf_counter() - t0
