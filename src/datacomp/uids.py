@@ -418,7 +418,8 @@ def merge_subset_files(paths: list[str | os.PathLike[str] | Any], output: str | 
     written = excluded = dups = 0
     example: np.ndarray | None = None
     prev: np.ndarray | None = None
-    with as_location(output).atomic_open("wb") as f:
+    # A local spool file even for a URL output: the header is rewritten at the end (a seek).
+    with as_location(output).atomic_path() as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, _npy_header(0))
         header_len = f.tell()
         for c in iter_merged(parts, chunk):
