@@ -134,9 +134,8 @@ def _garbage_shards(out: Path, n: int = 2, per: int = 40) -> Path:
 def test_train_on_undecodable_data_stops_with_one_line(tmp_path, workers):
     from dataclasses import replace
 
-    from test_train import SMALL
-
     from datacomp.train import train
+    from test_train import SMALL
 
     data = _garbage_shards(tmp_path / "shards")
     with deadline(120), pytest.raises(DataCompError) as e:

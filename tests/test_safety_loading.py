@@ -77,9 +77,8 @@ def test_embed_checkpoint_payload_does_not_run(tmp_path, marker):
 
 
 def test_train_resume_checkpoint_payload_does_not_run(tmp_path, marker):
-    from test_train import SMALL, make_shards
-
     from datacomp.train import train
+    from test_train import SMALL, make_shards
 
     data = tmp_path / "shards"
     make_shards(data, n_shards=1, per_shard=8)
