@@ -69,7 +69,7 @@ def test_embed_checkpoint_payload_does_not_run(tmp_path, marker):
     from datacomp.filters.embed import load, parse_models
 
     ckpt = _evil_checkpoint(tmp_path / "evil.pt", marker)
-    (spec,) = parse_models(["datacomp-tiny-rn"], [f"datacomp-tiny-rn={ckpt}"])
+    (spec,) = parse_models(["t=datacomp-tiny-rn"], [f"t={ckpt}"])
     with pytest.raises(DataCompError) as e:
         load(spec)
     _one_line(e)
