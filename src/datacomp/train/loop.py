@@ -33,7 +33,15 @@ from datacomp.train.checkpoint import (
     write_params,
 )
 from datacomp.train.config import Layout, TrainConfig, plan_layout
-from datacomp.train.data import BatchStream, SampleReader, StreamPlan, make_loader, resolve_sources, split_data_arg
+from datacomp.train.data import (
+    BatchStream,
+    SampleReader,
+    StreamPlan,
+    make_loader,
+    next_batch,
+    resolve_sources,
+    split_data_arg,
+)
 
 log = logging.getLogger("datacomp.train")
 
@@ -377,7 +385,7 @@ def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistIn
                 lr = scheduler(step)
                 micro = []
                 for _ in range(accum):
-                    images, texts, s, n = next(loader)
+                    images, texts, s, n = next_batch(loader)
                     stream_pos[s] = n
                     micro.append((images.to(info.device, dtype=input_dtype, non_blocking=True),
                                   texts.to(info.device, non_blocking=True)))
