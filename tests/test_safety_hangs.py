@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -245,3 +246,18 @@ def test_bad_box_fails_the_sample_with_a_status(boxes):
     with pytest.raises(ImageError) as e:
         process_image(_jpeg(64, 48), ImageConfig(), boxes)
     assert e.value.kind == "bad_face_bboxes" and "\n" not in e.value.message
+
+
+def test_eval_and_embed_decoders_have_the_pixel_cap():
+    """A header claiming 10000x10000 (over the 89.5M-pixel cap, under PIL's own error limit) is refused
+    before any pixel is decoded, in one line."""
+    from datacomp.evaluate.data import decode_image
+    from datacomp.filters.embed import embed_images
+    from datacomp.synth.serve import _png_bomb
+
+    bomb = _png_bomb(10_000, 10_000)
+    with deadline(10), pytest.raises(DataCompError, match="pixel cap") as e:
+        decode_image(bomb)
+    assert "\n" not in str(e.value)
+    with deadline(10), pytest.raises(DataCompError, match="image 0 .*pixel cap"):
+        embed_images(SimpleNamespace(preprocess_val=lambda im: im), [bomb])  # fails before any model call

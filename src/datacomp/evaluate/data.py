@@ -117,11 +117,12 @@ def locate(task: EvalTask, data_dir: str | os.PathLike[str]) -> TaskData:
 
 
 def decode_image(data: bytes) -> Any:
-    from PIL import Image
+    from datacomp.pool.resize import ImageError, open_image
 
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img.convert("RGB")
+    try:
+        return open_image(data)  # pixel-capped before decoding, like download's decoder
+    except ImageError as e:
+        raise DataCompError(f"an evaluation image is unusable ({e.message}); re-download the task's data") from None
 
 
 def image_member(members: dict[str, bytes]) -> bytes | None:
