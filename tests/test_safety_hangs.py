@@ -261,3 +261,14 @@ def test_eval_and_embed_decoders_have_the_pixel_cap():
     assert "\n" not in str(e.value)
     with deadline(10), pytest.raises(DataCompError, match="image 0 .*pixel cap"):
         embed_images(SimpleNamespace(preprocess_val=lambda im: im), [bomb])  # fails before any model call
+
+
+def test_reshard_blur_clips_huge_boxes_and_refuses_bad_ones_in_one_line():
+    from datacomp.pool.blur import blur_jpeg
+
+    data = _jpeg()
+    with deadline(30):
+        assert blur_jpeg(data, [[-500.0, -500.0, 1e6, 1e6]]) == blur_jpeg(data, [[0.0, 0.0, 1.0, 1.0]])
+    with pytest.raises(DataCompError, match="face_bboxes.*NaN") as e:
+        blur_jpeg(data, [[0.1, float("nan"), 0.2, 0.3]])
+    assert "\n" not in str(e.value)

@@ -64,11 +64,21 @@ def blur_array(img: np.ndarray, bboxes: Any) -> np.ndarray:
 
 
 def blur_jpeg(data: bytes, bboxes: Sequence[Sequence[float]], quality: int = 95) -> bytes:
-    """Decode, blur and re-encode a JPEG (only called when there is at least one box)."""
+    """Decode (pixel-capped), blur and re-encode a JPEG (only called when there is at least one box).
+
+    A bad box list or an undecodable image is a one-line :class:`DataCompError`."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        arr = np.asarray(im.convert("RGB"))
+    from datacomp.errors import DataCompError
+    from datacomp.pool.resize import ImageError, open_image
+
+    try:
+        boxes = clean_boxes(bboxes)
+        arr = np.asarray(open_image(data))
+    except ValueError as e:
+        raise DataCompError(f"cannot blur: {e}") from None
+    except ImageError as e:
+        raise DataCompError(f"cannot blur: {e.message}") from None
     out = io.BytesIO()
-    Image.fromarray(blur_array(arr, bboxes)).save(out, format="JPEG", quality=quality)
+    Image.fromarray(blur_array(arr, boxes)).save(out, format="JPEG", quality=quality)
     return out.getvalue()
