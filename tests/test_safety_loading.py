@@ -209,3 +209,23 @@ def test_non_object_record_is_one_line(tmp_path, record):
     with pytest.raises(DataCompError) as e:
         resolve_model(train_output_dir=d)
     assert "train_record.json" in _one_line(e)
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "{not json", '{"counts": [1]}'])
+def test_finished_run_with_a_damaged_record_rewrites_it(tmp_path, body):
+    """A finished run whose train_record.json is not a JSON object: the re-run rewrites it (no traceback)."""
+    from dataclasses import replace
+
+    from datacomp.train import train
+    from test_train import SMALL, make_shards
+
+    data = tmp_path / "shards"
+    make_shards(data, n_shards=1, per_shard=40)
+    cfg = replace(SMALL, batch_size=8, train_num_samples=16, num_checkpoints=1, shuffle_buffer=20, shuffle_initial=5)
+    first = train(str(data), tmp_path / "out", "x", cfg, progress=False, threads=1)
+    good = json.loads(first.record.read_text())
+    first.record.write_text(body)
+    again = train(str(data), tmp_path / "out", "x", cfg, progress=False, threads=1)
+    rec = json.loads(again.record.read_text())
+    assert isinstance(rec, dict) and rec["counts"]["steps"] == good["counts"]["steps"] == 2
+    assert rec["checkpoint"] == good["checkpoint"]

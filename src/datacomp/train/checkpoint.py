@@ -44,12 +44,16 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise DataCompError(
             f"{path}: cannot read checkpoint ({type(e).__name__}); delete it to restart the run, "
             "or pick another --exp-name"
         ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("datacomp", {}), dict):
+        raise DataCompError(f"{path}: not a datacomp train checkpoint; delete it to restart the run, "
+                            "or pick another --exp-name")
+    return ckpt
 
 
 def identity_diff(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
