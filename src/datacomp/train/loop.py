@@ -297,9 +297,9 @@ def _finished(exp_dir: Path, latest: Path, record: Path, layout: Layout, started
               counts: dict[str, Any]) -> TrainResult:
     log.info("%s: already trained (%d steps); nothing to do", exp_dir, layout.total_steps)
     rate = counts.get("samples_per_second")
+    rate = float(rate) if isinstance(rate, int | float) else 0.0
     return TrainResult(exp_dir, latest, record, exp_dir / "info.pkl", layout.total_steps, layout.global_batch,
-                       layout.samples_seen, time.time() - started, float(rate) if isinstance(rate, int | float) else 0.0,
-                       layout.total_steps, [])
+                       layout.samples_seen, time.time() - started, rate, layout.total_steps, [])
 
 
 def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistInfo, exp_dir: Path,
