@@ -229,3 +229,35 @@ def test_finished_run_with_a_damaged_record_rewrites_it(tmp_path, body):
     rec = json.loads(again.record.read_text())
     assert isinstance(rec, dict) and rec["counts"]["steps"] == good["counts"]["steps"] == 2
     assert rec["checkpoint"] == good["checkpoint"]
+
+
+# --- the user-facing command, end to end ----------------------------------------------------------
+
+
+def test_evaluate_cli_refuses_payloads_in_one_line(tmp_path, marker, capsys):
+    """`datacomp evaluate` with a crafted --checkpoint, and with a training folder holding a crafted
+    info.pkl: exit 2, one `error:` line, nothing ran, no results written."""
+    from test_evaluate import build_embedded_suite
+
+    from datacomp.cli import main
+
+    root = tmp_path / "suite"
+    root.mkdir()
+    tasks_file = build_embedded_suite(root)
+    common = ["--suite", "embedded", "--data-dir", str(root), "--tasks-file", str(tasks_file),
+              "--tasks", "embedded/shapes", "--no-progress"]
+    evil = _evil_checkpoint(tmp_path / "evil.pt", marker)
+    rc = main(["evaluate", "--model", "datacomp-tiny-rn", "--checkpoint", str(evil),
+               "--output-dir", str(tmp_path / "o1"), *common])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and err.count("\n") == 1 and "evil.pt" in err, err
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "epoch_latest.pt").write_bytes(b"x")
+    (run / "info.pkl").write_bytes(pickle.dumps({"scale_config": {"model": "datacomp-tiny-rn"},
+                                                 "checkpoint": _Payload(marker)}))
+    rc = main(["evaluate", "--train-output-dir", str(run), "--output-dir", str(tmp_path / "o2"), *common])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and err.count("\n") == 1 and "info.pkl" in err, err
+    assert not marker.exists()
+    assert not (tmp_path / "o1" / "eval_results.jsonl").exists() and not (tmp_path / "o2" / "eval_results.jsonl").exists()
