@@ -237,9 +237,8 @@ def test_finished_run_with_a_damaged_record_rewrites_it(tmp_path, body):
 def test_evaluate_cli_refuses_payloads_in_one_line(tmp_path, marker, capsys):
     """`datacomp evaluate` with a crafted --checkpoint, and with a training folder holding a crafted
     info.pkl: exit 2, one `error:` line, nothing ran, no results written."""
-    from test_evaluate import build_embedded_suite
-
     from datacomp.cli import main
+    from test_evaluate import build_embedded_suite
 
     root = tmp_path / "suite"
     root.mkdir()
@@ -260,4 +259,4 @@ def test_evaluate_cli_refuses_payloads_in_one_line(tmp_path, marker, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error:") and err.count("\n") == 1 and "info.pkl" in err, err
     assert not marker.exists()
-    assert not (tmp_path / "o1" / "eval_results.jsonl").exists() and not (tmp_path / "o2" / "eval_results.jsonl").exists()
+    assert not any((tmp_path / o / "eval_results.jsonl").exists() for o in ("o1", "o2"))
