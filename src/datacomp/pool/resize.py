@@ -95,6 +95,22 @@ def _exif_json(im) -> str:  # noqa: ANN001
     return json.dumps(out)
 
 
+def _open_header(data: bytes, max_pixels: int) -> Any:
+    """``Image.open`` (header only, nothing decoded yet) with the pixel cap."""
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageError("too_many_pixels", f"image too large: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder error is a failed image
+        raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageError("too_many_pixels", f"image has {w}x{h} pixels, over the {max_pixels}-pixel cap")
+    return im
+
+
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """Decode to an RGB PIL image (``convert("RGB")``), refusing images over ``max_pixels`` before decoding.
 
@@ -103,17 +119,9 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
     """
     from PIL import Image
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # PIL warns below its error threshold; our cap decides
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as e:
-            raise ImageError("too_many_pixels", f"image too large: {e}") from None
-        except Exception as e:  # noqa: BLE001 - any decoder error is a failed image
-            raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
-        w, h = im.size
-        if w * h > max_pixels:
-            raise ImageError("too_many_pixels", f"image has {w}x{h} pixels, over the {max_pixels}-pixel cap")
+        im = _open_header(data, max_pixels)
         try:
             im.load()
             return im.convert("RGB")
@@ -143,15 +151,8 @@ def process_image(data: bytes, cfg: ImageConfig, bboxes: Sequence[Sequence[float
     boxes = _boxes(bboxes) if cfg.blur_faces else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as e:
-            raise ImageError("too_many_pixels", f"image too large: {e}") from None
-        except Exception as e:  # noqa: BLE001 - any decoder error is a failed image
-            raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
+        im = _open_header(data, cfg.max_pixels)
         ow, oh = im.size
-        if ow * oh > cfg.max_pixels:
-            raise ImageError("too_many_pixels", f"image has {ow}x{oh} pixels, over the {cfg.max_pixels}-pixel cap")
         try:
             im.load()
             src_format = im.format
