@@ -272,3 +272,21 @@ def test_reshard_blur_clips_huge_boxes_and_refuses_bad_ones_in_one_line():
     with pytest.raises(DataCompError, match="face_bboxes.*NaN") as e:
         blur_jpeg(data, [[0.1, float("nan"), 0.2, 0.3]])
     assert "\n" not in str(e.value)
+
+
+def test_non_utf8_member_names_read_the_same_on_both_tar_paths(tmp_path):
+    """A member name that is not UTF-8 (found by fuzzing: UnicodeDecodeError on the vectorised path)."""
+    from datacomp.pool.shards import iter_tar_samples
+    from datacomp.pool.tario import iter_members, mapped
+
+    path = tmp_path / "n.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
+        for name in ("000000000000.tx\udcfc", "000000000000.jpg"):
+            ti = tarfile.TarInfo(name)
+            ti.size = 3
+            tf.addfile(ti, io.BytesIO(b"abc"))
+    got = list(iter_tar_samples(path))
+    assert got == [("000000000000", {"tx\udcfc": b"abc", "jpg": b"abc"})]
+    with mapped(path) as buf:
+        assert [(k, e) for k, e, *_ in iter_members(buf, path)] == [("000000000000", "tx\udcfc"),
+                                                                     ("000000000000", "jpg")]
