@@ -91,7 +91,7 @@ class _InfoUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _INFO_GLOBALS:
             return super().find_class(module, name)
-        raise _Refused(f"{module}.{name}"[:100])
+        raise _Refused(ascii(f"{module}.{name}"[:100]))
 
 
 def read_info_pkl(path: Path) -> dict[str, Any]:
