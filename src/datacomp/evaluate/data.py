@@ -71,6 +71,13 @@ def candidate_dirs(task: EvalTask, data_dir: Path) -> list[Path]:
     return [data_dir / task.folder, data_dir / task.wds_folder]
 
 
+def _nshards(path: Path) -> int:
+    text = path.read_bytes().strip()
+    if text and not text.isdigit():
+        raise DataCompError(f"{path}: expected the number of shards, got {text[:20]!r}; re-download this task")
+    return int(text or 0)
+
+
 def locate(task: EvalTask, data_dir: str | os.PathLike[str]) -> TaskData:
     """The task's data under ``data_dir``; a missing or incomplete folder is one error naming the task and the fix."""
     data_dir = Path(data_dir)
@@ -81,7 +88,7 @@ def locate(task: EvalTask, data_dir: str | os.PathLike[str]) -> TaskData:
         shards = _shards_of(test)
         ns = test / "nshards.txt"
         if ns.is_file():
-            want = int(ns.read_text().strip() or 0)
+            want = _nshards(ns)
             names = {p.name for p in shards}
             missing = [f"{i}.tar" for i in range(want) if f"{i}.tar" not in names]
             if missing:
@@ -110,11 +117,12 @@ def locate(task: EvalTask, data_dir: str | os.PathLike[str]) -> TaskData:
 
 
 def decode_image(data: bytes) -> Any:
-    from PIL import Image
+    from datacomp.pool.resize import ImageError, open_image
 
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img.convert("RGB")
+    try:
+        return open_image(data)  # pixel-capped before decoding, like download's decoder
+    except ImageError as e:
+        raise DataCompError(f"an evaluation image is unusable ({e.message}); re-download the task's data") from None
 
 
 def image_member(members: dict[str, bytes]) -> bytes | None:

@@ -119,10 +119,41 @@ def plan_shards(files: list[str], options: DownloadOptions) -> list[ShardSpec]:
         if missing:
             hint = " (or pass --skip-bbox-blurring)" if options.bbox_col in missing else ""
             raise DataCompError(f"{f}: missing column(s) {', '.join(missing)}{hint}; found {sorted(names)}")
+        _check_types(f, pf.schema_arrow, options)
         rows = pf.metadata.num_rows
         for start in range(0, rows, n):
             specs.append(ShardSpec(len(specs), f, start, min(rows, start + n)))
     return specs
+
+
+def _check_types(path: str, schema: Any, options: DownloadOptions) -> None:
+    """Refuse, before any fetching, a column whose type the shard parquet cannot store (one line naming it)."""
+    import pyarrow as pa
+
+    t = pa.types
+
+    def stringy(ty: Any) -> bool:
+        return t.is_null(ty) or t.is_string(ty) or t.is_large_string(ty) or t.is_string_view(ty)
+
+    def listy(ty: Any) -> bool:
+        return t.is_list(ty) or t.is_large_list(ty) or t.is_list_view(ty) or t.is_fixed_size_list(ty)
+
+    def boxes(ty: Any) -> bool:
+        return t.is_null(ty) or (listy(ty) and (t.is_null(ty.value_type) or (
+            listy(ty.value_type) and (t.is_floating(ty.value_type.value_type) or t.is_integer(ty.value_type.value_type)
+                                      or t.is_null(ty.value_type.value_type)))))
+
+    want = {options.url_col: ("a string", stringy), options.caption_col: ("a string", stringy)}
+    if "uid" in options.additional_columns:
+        want["uid"] = ("a string", stringy)
+    if options.verify_hash:
+        want[options.hash_col] = ("a string", stringy)
+    if options.bbox_col:
+        want[options.bbox_col] = ("a list of [x0, y0, x1, y1] number lists", boxes)
+    for col, (what, ok) in want.items():
+        ty = schema.field(col).type
+        if not ok(ty):
+            raise DataCompError(f"{path}: column {col!r} has type {ty}, expected {what}; fix the metadata file")
 
 
 def estimate_bytes(files: list[str], image: ImageConfig) -> dict[str, Any]:
