@@ -50,6 +50,7 @@ def write_task(root: Path, folder: str, samples: list[dict], classnames: list[st
             for i, members in enumerate(samples[s * per:(s + 1) * per]):
                 w.write(f"{s:02d}{i:06d}", members)
     (d / "test" / "nshards.txt").write_text(f"{shards}\n")
+    (d / "manifest.json").write_text(json.dumps({"samples": len(samples)}))
     if classnames is not None:
         (d / "classnames.txt").write_text("\n".join(classnames) + "\n\n")
         (d / "zeroshot_classification_templates.txt").write_text("\n".join(templates or TEMPLATES) + "\n")
