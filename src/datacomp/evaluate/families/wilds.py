@@ -25,7 +25,7 @@ def _worst_group(run: TaskRun) -> dict[str, Any]:
     if not field or p.meta is None:
         raise run.fail("wilds_worst_group needs group_field and metadata_fields in its suite entry")
     out = classification_metrics(p)
-    out.update(M.group_accuracy("acc", p.argmax == p.labels, p.meta, run.task.metadata_fields, [field]))
+    out.update(M.worst_group_metrics(p.argmax, p.labels, p.meta, run.task.metadata_fields, field))
     return out
 
 
