@@ -19,10 +19,8 @@ installed package, plus a suite file that names it (see ``tests/eval_plugin/`` a
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,24 +95,11 @@ def list_families() -> list[Family]:
 
 def load_plugins(paths: list[str] | tuple[str, ...]) -> None:
     """Import family modules given as files (each registers its families when imported)."""
+    from datacomp.plugins import import_file
+
     _ensure_loaded()
     for p in paths:
-        path = Path(p).resolve()
-        if not path.is_file():
-            raise DataCompError(f"{path}: evaluation plugin file not found")
-        mod_name = f"datacomp_user_eval_{abs(hash(str(path)))}"
-        if mod_name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise DataCompError(f"{path}: not an importable Python file")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as e:  # noqa: BLE001 - a user's file may raise anything on import
-            del sys.modules[mod_name]
-            raise DataCompError(f"{path}: importing the plugin failed ({type(e).__name__}: {e})") from None
+        import_file(p, "evaluation plugin")
 
 
 # ----------------------------------------------------------------------------------------------
