@@ -161,11 +161,13 @@ def locate(task: EvalTask, data_dir: str | os.PathLike[str], check_size: bool = 
         if check_size and data.expected:
             found = count_samples(shards)
             if found != data.expected:
+                own = (root / MANIFEST_NAME).is_file()
                 raise DataCompError(
                     f"task {task.key}: {test} holds {found:,} samples, expected {data.expected:,} "
-                    f"({'its manifest.json' if (root / MANIFEST_NAME).is_file() else 'the suite size'}): "
+                    f"({'its manifest.json' if own else 'the suite size'}): "
                     f"the set is {'incomplete' if found < data.expected else 'not this task'}; "
                     + how_to_get(task, data_dir)
+                    + ("" if own else f" (a set you know is complete can state its count in {root / MANIFEST_NAME})")
                 )
         return data
     raise DataCompError(
