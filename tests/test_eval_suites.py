@@ -154,3 +154,19 @@ def test_plugin_family_and_user_suite_end_to_end(world, ckpt, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Counting" in printed and "counting suite" in printed
     assert (out / "eval_results.jsonl").read_bytes() == before and len(read_results(out / "eval_results.jsonl")) == 3
+
+
+def test_a_failing_plugin_family_is_one_line(world, tmp_path):
+    plugin = tmp_path / "broken_family.py"
+    plugin.write_text(
+        "from datacomp.evaluate.families import Family, register_family, get_family\n"
+        "def run(r):\n    raise ZeroDivisionError('oops')\n"
+        "register_family(Family('broken_test_family', run, get_family('zeroshot_classification').load_sample))\n")
+    suite = tmp_path / "s.json"
+    suite.write_text(json.dumps({"tasks": [{"key": "embedded/count", "name": "C", "family": "broken_test_family",
+                                            "main_metric": "acc1"}]}))
+    with pytest.raises(DataCompError, match=r"task embedded/count: the 'broken_test_family' family \(a plug-in, .*\) "
+                                            r"failed: ZeroDivisionError: oops"):
+        evaluate(tmp_path / "o", model="datacomp-tiny-rn", suite=suite, plugins=[str(plugin)],
+                 data_dir=world.eval_suite, device="cpu", progress=False)
+    assert not (tmp_path / "o" / "eval_results.jsonl").exists()

@@ -45,7 +45,19 @@ def evaluate_task(loaded: Any, data: TaskData, fingerprint: str, batch_size: int
                   cache_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
     """All metrics of one task (before ``main_metric`` is added), by its family; checks the count scored."""
     run = TaskRun(loaded, data, fingerprint, batch_size, workers, cache_dir, progress)
-    metrics = get_family(data.task.family).run(run)
+    family = get_family(data.task.family)
+    try:
+        metrics = family.run(run)
+    except DataCompError:
+        raise
+    except Exception as e:
+        if str(getattr(family.run, "__module__", "")).startswith("datacomp."):
+            raise  # our own family: a bug, whose traceback is the report
+        raise DataCompError(f"task {data.task.key}: the {family.name!r} family (a plug-in, "
+                            f"{getattr(family.run, '__module__', '?')}) failed: {type(e).__name__}: {e}") from e
+    if not isinstance(metrics, dict):
+        raise DataCompError(f"task {data.task.key}: the {family.name!r} family returned {type(metrics).__name__}, "
+                            "not a dict of metrics")
     if data.expected and run.count != data.expected:
         raise DataCompError(f"task {data.task.key}: scored {run.count:,} samples of the {data.expected:,} expected "
                             f"({data.root}); the tars hold samples the {data.task.family} loader skipped")
