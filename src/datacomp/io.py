@@ -3,48 +3,127 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from datacomp import __version__
+from datacomp import __version__, storage
 
-
-def tmp_name(final: Path) -> Path:
-    """A temporary sibling of ``final`` (same directory, so the rename is atomic)."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path; rename it to ``final`` only if the block completes.
+    """Yield a temporary local path; publish it as ``final`` only if the block completes.
 
-    On any exception the temporary file (or directory) is removed and ``final`` is untouched.
+    ``final`` may be a local path or any storage URL (``s3://...``): the one implementation is
+    :meth:`datacomp.storage.Location.atomic_path` (a rename locally, an upload of a local spool file
+    remotely). On any exception the temporary file (or directory) is removed and ``final`` is untouched.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(final)
-    try:
+    with storage.atomic_path(final) as tmp:
         yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
+
+
+def lock_path(output: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file or directory: a hidden sibling, ``.<name>.lock``."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
+
+
+def _is_url(path: str | os.PathLike[str] | storage.Location) -> bool:
+    """``s3://...``-style locations (also as ``Path`` collapses them, ``s3:/...``); not ``C:/``."""
+    if isinstance(path, storage.Location):
+        return not path.is_local
+    head = os.fspath(path).split(":/", 1)
+    return len(head) == 2 and len(head[0]) > 1 and head[0].isalnum() and "/" not in head[0]
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike[str] | storage.Location,
+                lock: str | os.PathLike[str] | storage.Location | None = None) -> Iterator[Path | None]:
+    """Hold an exclusive lock on ``output`` for the block (one run per output file or directory).
+
+    ``lock``: the lock file (default :func:`lock_path`). An ``flock`` is released by the OS when its
+    holder dies, even on SIGKILL, so a dead run's lock is taken over at once; the file holds the
+    holder's pid for the message and is removed on release. A second run gets a one-line
+    :class:`~datacomp.errors.DataCompError` (the CLI exits 2).
+    """
+    import errno
+    import fcntl
+
+    from datacomp.errors import DataCompError
+
+    if _is_url(output):  # a remote store: no local lock file can guard it
+        yield None
+        return
+    output = Path(output)
+    lock = Path(lock) if lock is not None else lock_path(output)
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DataCompError(
+                f"{lock}: cannot create the lock file of {output} ({e.strerror}); make its folder writable "
+                "or choose another output"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            held = e.errno in (errno.EAGAIN, errno.EACCES)
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() if held else ""
+            os.close(fd)
+            if not held:  # a file system without locks (ENOLCK): run unlocked rather than refuse
+                yield lock
+                return
+            who = f", pid {pid}" if pid.isdigit() else ""
+            raise DataCompError(
+                f"another run holds this output ({output}{who}); wait for it or remove {lock} if it died"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and lock: retry then
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def locks_output(param: str) -> Callable[[F], F]:
+    """Decorator: the call holds :func:`output_lock` on its argument ``param`` (an output path)."""
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            target = sig.bind(*args, **kwargs).arguments[param]
+            with output_lock(target if _is_url(target) else Path(target).resolve()):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    storage.as_location(path).write_bytes(data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
@@ -54,7 +133,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
+    if isinstance(o, Path | storage.Location):
         return str(o)
     if hasattr(o, "tolist"):  # numpy scalars and arrays
         return o.tolist()
@@ -63,17 +142,18 @@ def _json_default(o: Any) -> Any:
 
 def file_fingerprint(path: str | os.PathLike[str], full_hash: bool = False) -> dict[str, Any]:
     """Size and mtime (cheap), plus sha256 when asked: enough to tell whether an input changed."""
-    p = Path(path)
-    st = p.stat()
-    fp: dict[str, Any] = {"path": str(p), "bytes": st.st_size, "mtime": int(st.st_mtime)}
+    loc = storage.as_location(path)
+    info = loc.info()
+    fp: dict[str, Any] = {"path": loc.url, "bytes": info["bytes"],
+                          "mtime": int(info["mtime"]) if info["mtime"] is not None else None}
     if full_hash:
-        fp["sha256"] = sha256_file(p)
+        fp["sha256"] = sha256_file(path)
     return fp
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.as_location(path).open("rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -7,6 +7,8 @@ over whole arrays (a nibble lookup table), never ``int(uid, 16)`` per row.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path
+from datacomp.storage import Location, as_location
 
 UID_DTYPE = np.dtype("u8,u8")
 _BE_DTYPE = np.dtype([("f0", ">u8"), ("f1", ">u8")])
@@ -196,16 +198,25 @@ def validate_subset(uids: np.ndarray, source: str = "subset", allow_duplicates: 
 def read_subset(
     path: str | os.PathLike[str], validate: bool = True, allow_duplicates: bool = True
 ) -> np.ndarray:
-    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic)."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic).
+
+    ``path`` may be a storage URL; a local ``.npy`` is memory-mapped, a remote one read whole.
+    """
+    loc = as_location(path)
+    path = loc.local_path or loc  # type: ignore[assignment]
+    if not loc.isfile():
         raise DataCompError(f"{path}: subset file not found")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(6)
+    size = loc.size()
+    data = None if loc.is_local else loc.read_bytes()
+    if data is None:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    else:
+        head = data[:6]
     if head == NPY_MAGIC:
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = (np.load(path, mmap_mode="r", allow_pickle=False) if data is None
+                   else np.load(io.BytesIO(data), allow_pickle=False))
         except ValueError as e:
             raise DataCompError(f"{path}: not a readable .npy file ({e}); it may be truncated") from None
         if arr.dtype.fields is None:
@@ -223,7 +234,7 @@ def read_subset(
                 f"{path}: {size} bytes is not a whole number of 16-byte uids; the file is truncated "
                 "or not a subset file (expected .npy or raw u8,u8 records)"
             )
-        arr = np.fromfile(path, dtype=UID_DTYPE)
+        arr = np.fromfile(path, dtype=UID_DTYPE) if data is None else np.frombuffer(data, UID_DTYPE).copy()
     if validate:
         validate_subset(arr, str(path), allow_duplicates=allow_duplicates)
     return arr
@@ -231,20 +242,23 @@ def read_subset(
 
 def write_subset(
     path: str | os.PathLike[str], uids: np.ndarray, raw: bool = False, sort: bool = True
-) -> Path:
-    """Write a subset file atomically (sorted unless ``sort=False`` and already sorted)."""
+) -> Path | Location:
+    """Write a subset file atomically (sorted unless ``sort=False`` and already sorted); ``path``
+    may be a storage URL."""
     uids = as_uid_array(uids)
     if sort:
         uids = sort_uids(uids)
     else:
         validate_subset(uids, str(path))
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        if raw:
+    loc = as_location(path)
+    with loc.atomic_open("wb") as f:
+        if raw and loc.is_local:
             uids.tofile(f)
+        elif raw:
+            f.write(np.ascontiguousarray(uids).view(np.uint8).data)
         else:
             np.save(f, uids, allow_pickle=False)
-    return path
+    return loc.local_path or loc
 
 
 # --- set algebra (set semantics: results are sorted and unique) -------------------------------
@@ -290,13 +304,18 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
         paths = [paths]
     parts = []
     for p in paths:
-        try:
-            schema = pq.read_schema(p)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
-            raise DataCompError(f"{p}: not a readable parquet file ({type(e).__name__})") from None
-        if column not in schema.names:
-            raise DataCompError(f"{p}: no column {column!r} (columns: {', '.join(schema.names)})")
-        col = pq.read_table(p, columns=[column]).column(column)
+        loc = as_location(p)
+        with contextlib.ExitStack() as stack:
+            try:
+                pf = stack.enter_context(pq.ParquetFile(loc.path if loc.is_local else stack.enter_context(loc.open())))
+                schema = pf.schema_arrow
+            except DataCompError:
+                raise
+            except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+                raise DataCompError(f"{p}: not a readable parquet file ({type(e).__name__})") from None
+            if column not in schema.names:
+                raise DataCompError(f"{p}: no column {column!r} (columns: {', '.join(schema.names)})")
+            col = pf.read(columns=[column]).column(column)
         try:
             parts.append(hex_to_uids(col))
         except DataCompError as e:
@@ -306,7 +325,7 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
 
 def uids_from_text(path: str | os.PathLike[str]) -> np.ndarray:
     """One 32-hex uid per line (blank lines ignored)."""
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    lines = [ln.strip() for ln in as_location(path).read_text().splitlines()]
     lines = [ln for ln in lines if ln]
     try:
         return hex_to_uids(np.asarray(lines, dtype="U32") if lines else np.zeros(0, "U32"))

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ss = p.add_subparsers(dest="filter_cmd", metavar="ACTION")
 
     q = add_parser(ss, "build-centroids", "k-means centroids of the pool's l14 image embeddings (faiss)")
-    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
+    q.add_argument("--metadata-dir", "--metadata_dir", required=True)
     q.add_argument("--output", "--save_path", type=Path, required=True, help="centroids .npy (k, dim)")
     q.add_argument("--num-clusters", "--num_clusters", type=int, default=None,
                    help="k (default: pool size / 128, the original's 100k per 12.8M ratio, at most 100000)")
@@ -40,13 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--compat", action="store_true",
                    help="L2 k-means with sampling with replacement, as the original (default: spherical)")
-    q.add_argument("--signals-dir", type=Path, default=None)
+    q.add_argument("--signals-dir", default=None)
     q.add_argument("--workers", "--num_workers", type=int, default=None)
     q.set_defaults(func=_build_centroids)
 
     q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file")
-    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
-    q.add_argument("--signals-dir", type=Path, required=True)
+    q.add_argument("--metadata-dir", "--metadata_dir", required=True)
+    q.add_argument("--signals-dir", required=True)
     q.add_argument("--groups", default="lang,caption,ft_tokens,cld3,concepts,concepts_compat,clusters,clusters_dot",
                    help="comma-separated signal groups")
     q.add_argument("--synsets", type=Path, default=None)
@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="baseline or registered filter (see `datacomp filter list`)")
-    p.add_argument("--metadata-dir", "--metadata_dir", type=Path, help="the pool's metadata (parquet + npz)")
-    p.add_argument("--output", "--save_path", type=Path, help="subset file to write (.npy, sorted u8,u8)")
+    p.add_argument("--metadata-dir", "--metadata_dir", help="the pool's metadata (parquet + npz)")
+    p.add_argument("--output", "--save_path", help="subset file to write (.npy, sorted u8,u8)")
     p.add_argument("--threshold", type=float, default=None, help="CLIP-score threshold (clip_score filters)")
     p.add_argument("--fraction", type=float, default=None, help="keep this top fraction by CLIP score")
     p.add_argument("--arch", choices=("b32", "l14"), default=None, help="which CLIP score")
@@ -74,17 +74,18 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", default=None, help="SQL boolean expression over signal columns (DuckDB)")
     p.add_argument("--plugin", action="append", default=[], type=Path,
                    help="Python file registering filters with @register_filter (repeatable)")
-    p.add_argument("--exclude-uids", type=Path, default=None,
+    p.add_argument("--exclude-uids", default=None,
                    help="subset file of uids to drop (e.g. from `datacomp dedup`)")
     p.add_argument("--synsets", type=Path, default=None,
                    help="text_based entity list: wnids or concept names (default: the world's concepts.txt, "
                    "else ImageNet-21k from timm)")
     p.add_argument("--centroids", type=Path, default=None, help="(k, d) centroids .npy/.pt for image_based")
     p.add_argument("--targets", type=Path, default=None,
-                   help="reference (ImageNet-1k) l14 embeddings .npy/.pt (default: the world's assets)")
+                   help="reference (ImageNet-1k) l14 embeddings: .npy/.npz, or the dir holding the five official "
+                        "in1k_clip_vit_l14_{0..4}.pt (default: the world's assets)")
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--signals-dir", type=Path, default=None, help="signals cache (default: <output dir>/signals)")
+    p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
     p.add_argument("--workers", "--num_workers", type=int, default=None, help="parallel files (default: cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,8 +37,9 @@ from datacomp.filters.signals import (
     signal_state,
     signals_task,
 )
-from datacomp.io import atomic_path, file_fingerprint, write_json_atomic
-from datacomp.uids import UID_DTYPE, isin, read_subset, write_subset
+from datacomp.io import file_fingerprint, locks_output, write_json_atomic
+from datacomp.storage import Location, as_location
+from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,9 @@ WHERE = "where"
 SCALE_CENTROIDS = ("small", "medium", "large", "xlarge")
 
 
-def summary_path(output: str | os.PathLike[str]) -> Path:
+def summary_path(output: str | os.PathLike[str] | Location) -> Path | Location:
     """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``)."""
-    return Path(output).with_suffix(".summary.json")
+    return as_location(output).with_suffix(".summary.json").native
 
 
 def where_columns(where: str) -> list[str]:
@@ -57,9 +57,12 @@ def where_columns(where: str) -> list[str]:
     return [c for c in ALL_COLUMNS if re.search(rf"\b{re.escape(c)}\b", where)]
 
 
-def world_assets(metadata_dir: Path) -> Path | None:
-    """``<world>/assets`` when ``metadata_dir`` is an embedded world's ``pool/metadata``."""
-    assets = metadata_dir.resolve().parent.parent / "assets"
+def world_assets(metadata_dir: Path | Location) -> Path | None:
+    """``<world>/assets`` when ``metadata_dir`` is an embedded world's (local) ``pool/metadata``."""
+    local = as_location(metadata_dir).local_path
+    if local is None:
+        return None
+    assets = local.resolve().parent.parent / "assets"
     return assets if (assets / "imagenet_analog_l14_img.npy").is_file() else None
 
 
@@ -83,6 +86,7 @@ def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: f
             raise DataCompError(f"--image-based-scale must be one of {', '.join(SCALE_CENTROIDS)}")
 
 
+@locks_output("output")
 def run_filter(
     name: str | None,
     metadata_dir: str | os.PathLike[str],
@@ -106,17 +110,22 @@ def run_filter(
     executor: str = "local",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``."""
+    """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``.
+
+    One run per output at a time (a second gets a one-line error): runs of one config share the work
+    folder of temporaries.
+    """
     started = time.time()
-    metadata_dir = Path(metadata_dir)
-    output = Path(output)
+    metadata_dir = as_location(metadata_dir)
+    output = as_location(output)
+    output.check_bucket()  # before any work: a missing bucket is one line now, not after the tasks
     load_plugins(list(plugins))
     if name is None and not where:
         raise DataCompError("give a filter --name, a --where expression, or both")
     fdef = get_filter(name) if name else None
     check_args(name, fdef, threshold, fraction, arch, image_based_scale)
     files = md.list_parquets(metadata_dir)
-    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir or default_signals_dir(output))
     assets = world_assets(metadata_dir)
     exe = get_executor(executor, workers)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
@@ -137,6 +146,11 @@ def run_filter(
         tfile = _resolve_targets(targets, assets)
         ref = load_matrix(tfile, "target (ImageNet) embeddings")
         cents = load_matrix(centroids_file, "centroids")  # type: ignore[arg-type]
+        if ref.shape[1] != cents.shape[1]:
+            raise DataCompError(
+                f"{tfile}: target embeddings have dimension {ref.shape[1]} but the centroids ({centroids_file}) "
+                f"have {cents.shape[1]}; use l14 image embeddings for both"
+            )
         params = replace(params, targets=target_clusters(ref, cents, "dot" if compat else "l2"))
         log.info("%d target clusters of %d (from %s)", params.targets.size, cents.shape[0], tfile)  # type: ignore[union-attr]
 
@@ -145,10 +159,10 @@ def run_filter(
     if fraction is not None:
         col = f"clip_{arch}_similarity_score"
 
-        def read_scores(f: Path) -> np.ndarray:
+        def read_scores(f: Location) -> np.ndarray:
             return md.read_columns(f, [col]).column(col).to_numpy(zero_copy_only=False)
 
-        def read_uids(f: Path) -> np.ndarray:
+        def read_uids(f: Location) -> np.ndarray:
             t = load_columns(f, ["uid_f0", "uid_f1"], None)
             u = np.empty(t.num_rows, UID_DTYPE)
             u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
@@ -188,11 +202,18 @@ def run_filter(
         fexe = exe
     else:
         fexe = ParentAndPoolExecutor(exe.workers) if cold else ThreadExecutor(exe.workers)
-    results = run_tasks(tasks, fexe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
+    results = run_tasks(tasks, fexe, state_dir=str(work / "state"), desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
-    kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
+    kept_parts = [_load_npy(work / "kept" / f"{f.stem}.npy") for f in files]
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
+    order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
+    kept = kept[order]
+    dups = duplicate_uids(kept, order, [p.size for p in kept_parts], files)
+    if dups is not None:
+        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
+                    "lists each once", dups["count"], dups["example"], *dups["files"])
+        kept = kept[dups.pop("first")]
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -206,7 +227,7 @@ def run_filter(
         removed["excluded"] = int(drop.sum())
         failing["excluded"] = int(drop.sum())
         kept = kept[~drop]
-    write_subset(output, kept)
+    write_subset(output, kept, sort=False)
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
@@ -218,6 +239,7 @@ def run_filter(
         "failing": failing,
         "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
         "target_clusters": int(params.targets.size) if params.targets is not None else None,
+        "duplicate_uids": dups,
         "config": config,
         "signals_dir": str(sdir),
         "files": len(files),
@@ -226,10 +248,33 @@ def run_filter(
         "seconds": round(time.time() - started, 3),
     }
     write_json_atomic(summary_path(output), summary)
-    with atomic_path(summary_path(output).with_suffix(".md")) as tmp:
-        tmp.write_text(summary_markdown(summary))
-    shutil.rmtree(work, ignore_errors=True)
+    as_location(summary_path(output)).with_suffix(".md").write_text(summary_markdown(summary))
+    work.rm(recursive=True)
     return summary
+
+
+def duplicate_uids(uids: np.ndarray, order: np.ndarray, sizes: list[int], files: list[Path]
+                   ) -> dict[str, Any] | None:
+    """Uids listed more than once across (or within) the files: the number of extra rows, one example
+    uid and the two files holding it, and ``first`` (a mask keeping each uid once); None when unique.
+
+    ``uids``: the files' uids concatenated then sorted by ``order``; ``sizes``: rows per file.
+    """
+    same = (uids["f0"][1:] == uids["f0"][:-1]) & (uids["f1"][1:] == uids["f1"][:-1])
+    if not same.any():
+        return None
+    src = np.repeat(np.arange(len(sizes)), sizes)[order]
+    i = int(np.flatnonzero(same)[0])
+    a, b = sorted((int(src[i]), int(src[i + 1])))
+    return {"count": int(same.sum()), "example": str(uids_to_hex(uids[i : i + 1])[0]),
+            "files": [files[a].name, files[b].name], "first": np.r_[True, ~same]}
+def _load_npy(loc: Location) -> np.ndarray:
+    """A small ``.npy`` (a task's kept uids) from a local path or a storage URL."""
+    if loc.is_local:
+        return np.load(loc.path, allow_pickle=False)
+    import io
+
+    return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
@@ -241,7 +286,7 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     only for them; their ``failing`` count is among those rows.
     """
     load_plugins(plugins)
-    f = Path(parquet)
+    f = as_location(parquet)
     fdef = get_filter(name) if name else None
     cols = list(columns_needed(fdef, params)) if fdef else []
     wcols = where_columns(where) if where else []
@@ -278,8 +323,7 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     uids = np.empty(k, UID_DTYPE)
     f0, f1 = table["uid_f0"].to_numpy(), table["uid_f1"].to_numpy()
     uids["f0"], uids["f1"] = (f0, f1) if k == n else (f0[keep], f1[keep])
-    out = Path(work) / "kept" / f"{f.stem}.npy"
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+    with (as_location(work) / "kept" / f"{f.stem}.npy").atomic_open("wb") as fh:
         np.save(fh, uids, allow_pickle=False)
     return {"rows": n, "kept": k, "removed": removed, "failing": failing}
 
@@ -293,11 +337,20 @@ def _with_nulls(table: Any, columns: list[str]) -> Any:
     return table
 
 
-def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
-    """Rows where the SQL expression (run by DuckDB over the signal columns) is true."""
+def where_mask(table: Any, where: str, source: Path | Location) -> np.ndarray:
+    """Rows where the SQL expression (run by DuckDB over the signal columns) is true.
+
+    NaN in a float column becomes NULL first: DuckDB orders NaN above every number (``NaN > 0.3``
+    is true), while the named rules treat NaN as failing every comparison, as NULL does in SQL.
+    """
     import duckdb
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    for i, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):
+            col = table.column(i)
+            table = table.set_column(i, field.name, pc.if_else(pc.is_nan(col), pa.scalar(None, field.type), col))
     t = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     con = duckdb.connect()
     try:
@@ -332,15 +385,16 @@ def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None
         return assets / "imagenet_analog_l14_img.npy"
     raise DataCompError(
         "image-based filters need the reference images' l14 embeddings: pass --targets FILE "
-        "(ImageNet-1k train embeddings, .npy or the original in1k_clip_vit_l14_*.pt concatenated)"
+        "(ImageNet-1k train embeddings: a .npy/.npz file, or the directory holding the five official "
+        "in1k_clip_vit_l14_{0..4}.pt)"
     )
 
 
-def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Path,
-                       sdir: Path, compat: bool, num_clusters: int | None, seed: int,
-                       workers: int | None) -> Path:
+def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Location,
+                       sdir: Location, compat: bool, num_clusters: int | None, seed: int,
+                       workers: int | None) -> Path | Location:
     if centroids:
-        return Path(centroids)
+        return as_location(centroids)
     if scale:
         p = Path.home() / ".cache" / "datacomp" / f"{scale}_centroids_l14.pt"
         if not p.is_file():
@@ -355,7 +409,7 @@ def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | No
     kind = "l2" if compat else "spherical"
     pool = hashlib.sha256(str(metadata_dir.resolve()).encode()).hexdigest()[:8]
     path = sdir / f"centroids-auto-{pool}-{kind}-k{num_clusters or 'auto'}-s{seed}.npy"
-    if not path.is_file():
+    if not path.isfile():
         log.info("no --centroids given: building them from the pool's l14 embeddings into %s", path)
         build_centroids(metadata_dir, path, num_clusters=num_clusters, seed=seed, compat=compat,
                         signals_dir=sdir, workers=workers)
@@ -373,6 +427,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines.append(f"| **kept** | **{s['kept']:,}** | **{100 * s['fraction']:.2f}%** |")
     if s.get("threshold") is not None:
         lines += ["", f"Score threshold: {s['threshold']:.6g}"]
+    if d := s.get("duplicate_uids"):
+        lines += ["", f"Duplicate uids in the metadata: {d['count']:,} extra row(s) (e.g. `{d['example']}` in "
+                  f"{d['files'][0]} and {d['files'][1]}); the subset lists each uid once."]
     return "\n".join(lines) + "\n"
 
 
@@ -397,8 +454,8 @@ def compute_signals(
     from datacomp.filters.signals import CENTROID_GROUPS, GROUP_COLUMNS, SYNSET_GROUPS
 
     groups = list(GROUP_COLUMNS) if groups is None else list(groups)
-    metadata_dir = Path(metadata_dir)
-    sdir = Path(signals_dir)
+    metadata_dir = as_location(metadata_dir)
+    sdir = as_location(signals_dir)
     unknown = [g for g in groups if g not in GROUP_COLUMNS]
     if unknown:
         raise DataCompError(f"unknown signal group(s) {unknown}; choose from {', '.join(GROUP_COLUMNS)}")
