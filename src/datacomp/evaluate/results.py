@@ -6,9 +6,10 @@ Every consumer (evaluate's resume, aggregate, report, leaderboard, submit) reads
 original wrote) read as ``None``, and a line that is not an object with a string ``key`` (or
 ``dataset``), a ``metrics`` object of scalars and a numeric-or-null ``main_metric`` is damaged.
 
-Writing (:class:`ResultsFile`) holds an exclusive lock on the output folder for the whole run, so a
-second ``evaluate`` on the same folder stops at once with one line instead of appending duplicate
-lines, and replaces the file atomically after each finished task (temporary name, then rename): a
+Writing (:class:`ResultsFile`) holds the project's output lock (:func:`datacomp.io.output_lock`, on
+``.eval_results.jsonl.lock`` beside the file) for the whole run, so a second ``evaluate`` on the same
+folder stops at once with one line instead of appending duplicate lines, and replaces the file
+atomically after each finished task (temporary name, then rename): a
 kill at any point leaves the previous complete file. A damaged file found at the start of a run is
 repaired: each bad line is reported and dropped (the original bytes are kept in
 ``eval_results.jsonl.damaged``) and its task runs again.
@@ -16,6 +17,7 @@ repaired: each bad line is reported and dropped (the original bytes are kept in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 
 RESULTS_NAME = "eval_results.jsonl"
 DAMAGED_SUFFIX = ".damaged"
-LOCK_NAME = ".eval_results.lock"
 
 
 def sanitize(obj: Any) -> Any:
@@ -133,7 +134,7 @@ def encode_line(line: dict[str, Any]) -> bytes:
 class ResultsFile:
     """The results of one output folder, keyed by task (the last line of a key wins), written under a lock.
 
-    Use as a context manager: entering takes the folder's lock (or stops with one line naming the
+    Use as a context manager: entering takes the file's output lock (or stops with one line naming the
     file when another run holds it) and loads the file, repairing it when damaged.
     """
 
@@ -157,19 +158,11 @@ class ResultsFile:
         self._release()
 
     def _acquire(self) -> None:
-        import fcntl
+        from datacomp.io import output_lock
 
-        lock = self.path.parent / LOCK_NAME
-        f = open(lock, "a")  # noqa: SIM115 - held for the run; the OS releases it even on SIGKILL
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            raise DataCompError(
-                f"{self.path}: another `datacomp evaluate` run holds this file; wait for it to finish "
-                "(it resumes per task) or use another --output-dir"
-            ) from None
-        self._lock = f
+        stack = contextlib.ExitStack()
+        stack.enter_context(output_lock(self.path))  # one-line error naming the file when another run holds it
+        self._lock = stack
 
     def _release(self) -> None:
         if self._lock is not None:
