@@ -189,7 +189,8 @@ def decode_image(data: bytes, where: Path | str = "?", key: str = "?") -> Any:
     try:
         return open_image(data, max_pixels=MAX_PIXELS)
     except ImageError as e:
-        raise DataCompError(f"{where}: sample {key}: image is unusable ({' '.join(e.message.split())[:160]}); "
+        what = "image does not decode" if e.kind == "decode_error" else "image is unusable"
+        raise DataCompError(f"{where}: sample {key}: {what} ({' '.join(e.message.split())[:160]}); "
                             "re-download this task's tars") from None
 
 
