@@ -23,6 +23,12 @@ class DataCompError(Exception):
 
     exit_code = EXIT_USER
 
+    def __init__(self, *args: object):
+        # one line by construction: a message built from another library's text may hold newlines
+        if args and isinstance(args[0], str) and ("\n" in args[0] or "\r" in args[0]):
+            args = (" ".join(line.strip() for line in args[0].splitlines() if line.strip()), *args[1:])
+        super().__init__(*args)
+
 
 class MissingDependencyError(DataCompError):
     """An optional dependency is not installed; the message names the install command."""
