@@ -114,3 +114,20 @@ def write_record(
     }
     write_json_atomic(path, rec)
     return rec
+
+
+def read_json_file(path: str | os.PathLike[str], fix: str, expect: type = dict) -> Any:
+    """A JSON file the user may have damaged: its value, or one ``DataCompError`` naming the file and ``fix``.
+
+    Refuses bytes that are not UTF-8, text that is not JSON, and a top-level value that is not ``expect``.
+    """
+    from datacomp.errors import DataCompError
+
+    p = Path(path)
+    try:
+        value = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataCompError(f"{p}: not valid JSON ({type(e).__name__}: {e}); {fix}") from None
+    if not isinstance(value, expect):
+        raise DataCompError(f"{p}: expected a JSON {expect.__name__}, found {type(value).__name__}; {fix}")
+    return value

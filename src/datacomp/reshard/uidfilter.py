@@ -7,7 +7,6 @@ samples whose uid the predicate accepts (Sieve / DBP style: no second copy of th
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from datacomp import uids as U
 from datacomp.errors import DataCompError
+from datacomp.io import read_json_file
 
 META = "meta.json"
 
@@ -70,10 +70,7 @@ def read_meta(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     p = Path(data_dir) / META
     if not p.is_file():
         return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataCompError(f"{p}: not valid JSON ({e}); re-run `datacomp reshard` with --overwrite") from None
+    return read_json_file(p, "re-run `datacomp reshard` with --overwrite")
 
 
 def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str], UidFilter]:
@@ -86,6 +83,10 @@ def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str],
     if not meta or not meta.get("uid_filter"):
         return None
     spec = meta["uid_filter"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("subset"), str) and isinstance(spec.get("shards", []), list)
+            and all(isinstance(s, str) for s in spec.get("shards", []))):
+        raise DataCompError(f"{Path(data_dir) / META}: malformed uid_filter (needs a 'subset' path and a list of "
+                            "'shards'); re-run `datacomp reshard --no-copy` with --overwrite")
     subset = Path(spec["subset"])
     if not subset.is_absolute():
         subset = Path(data_dir) / subset
