@@ -223,6 +223,6 @@ def iter_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[s
                 if key is not None:
                     yield (key.decode("utf-8", "surrogateescape") if decode else key), members
                 key, members = k, {}
-            members[ext.decode() if decode else ext] = buf[a:b]
+            members[ext.decode("utf-8", "surrogateescape") if decode else ext] = buf[a:b]
         if key is not None:
             yield (key.decode("utf-8", "surrogateescape") if decode else key), members
