@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -24,19 +25,23 @@ from datacomp.errors import EXIT_ENVIRONMENT, EXIT_USER, describe
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 NOBODY = 65534
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm bar (some steps draw one on a piped stderr too)
 
 
 def run_cli(*args: str, preexec: Callable[[], None] | None = None, prelude: str = "", prefix: tuple[str, ...] = (),
             timeout: float = 120) -> subprocess.CompletedProcess:
+    """``datacomp ARGS`` in a subprocess (progress bars off: stderr then holds only what the run reports)."""
     code = f"import sys\n{prelude}\nfrom datacomp.cli import main\nsys.exit(main(sys.argv[1:]))"
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONDONTWRITEBYTECODE="1",
+               TQDM_DISABLE="1")
     return subprocess.run([*prefix, sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
                           env=env, preexec_fn=preexec, cwd="/")
 
 
 def assert_one_line(r: subprocess.CompletedProcess, code: int, *needles: str) -> str:
-    """stderr is exactly one line starting with `error:`; the exit code is ``code``."""
-    lines = r.stderr.splitlines()
+    """stderr is exactly one line starting with `error:` (a step's progress bar aside); the exit code is ``code``."""
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.strip() and not PROGRESS.search(ln)]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert r.returncode == code, (r.returncode, r.stderr)
     for n in needles:
@@ -65,10 +70,9 @@ def tmpfs(size: str = "4m", opts: str = "") -> Iterator[Path]:
 def fill(d: Path, keep: int = 0) -> Path:
     """Fill the file system of ``d`` with a ballast file, leaving about ``keep`` bytes free."""
     ballast = d / "ballast"
-    st = os.statvfs(d)
-    free = st.f_bavail * st.f_frsize - keep
-    with open(ballast, "wb") as f, contextlib.suppress(OSError):
-        f.write(b"\0" * max(free, 0))
+    with open(ballast, "wb") as f, contextlib.suppress(OSError):  # truncated first: measure after
+        st = os.statvfs(d)
+        f.write(b"\0" * max(st.f_bavail * st.f_frsize - keep, 0))
     return ballast
 
 

@@ -100,6 +100,29 @@ def os_error_line(e: OSError) -> str:
     return one_line(f"{where}{what}" + (f"; {fix}" if fix else ""))
 
 
+def _short_write(e: BaseException) -> bool:
+    """numpy's ``tofile`` reports a full disk as ``OSError("N requested and M written")``, without errno."""
+    return isinstance(e, OSError) and e.errno is None and "requested and" in str(e) and "written" in str(e)
+
+
+def _probe(path: str | os.PathLike[str] | None) -> int | None:
+    """For an OSError that lost its errno: is the file system at ``path`` read-only or (nearly) full?"""
+    if path is None:
+        return None
+    p = os.path.abspath(os.fspath(path))
+    while p and not os.path.exists(p):
+        p = os.path.dirname(p) if os.path.dirname(p) != p else ""
+    try:
+        st = os.statvfs(p or "/")
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    if st.f_bavail * st.f_frsize < max(1 << 20, st.f_blocks * st.f_frsize // 100):
+        return errno.ENOSPC
+    return None
+
+
 def describe(exc: BaseException, output: str | os.PathLike[str] | None = None) -> tuple[str, int] | None:
     """The one-line message and exit code for ``exc``, or None for an unexpected error (a bug).
 
@@ -113,6 +136,10 @@ def describe(exc: BaseException, output: str | os.PathLike[str] | None = None) -
             if e.filename is None and output is not None:
                 line = one_line(f"{os.fspath(output)}: {line}")
             return line, EXIT_ENVIRONMENT
+        if _short_write(e):
+            where = e.filename or output
+            code = _probe(where) or errno.ENOSPC
+            return os_error_line(OSError(code, os.strerror(code), where)), EXIT_ENVIRONMENT
     if isinstance(exc, DataCompError):
         return one_line(exc, 2000), getattr(exc, "exit_code", EXIT_USER)
     if isinstance(exc, ImportError):
