@@ -306,13 +306,7 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
 
 def uids_from_text(path: str | os.PathLike[str]) -> np.ndarray:
     """One 32-hex uid per line (blank lines ignored)."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise DataCompError(f"{path}: uid text file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataCompError(f"{path}: not a text file of 32-hex uids (byte {e.start} is not UTF-8)") from None
-    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
     lines = [ln for ln in lines if ln]
     try:
         return hex_to_uids(np.asarray(lines, dtype="U32") if lines else np.zeros(0, "U32"))

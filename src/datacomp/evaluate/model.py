@@ -6,6 +6,7 @@ classifier cache and guards resume (results in an output folder belong to one mo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from datacomp.errors import DataCompError
-from datacomp.io import read_json_file, sha256_file
+from datacomp.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -29,20 +30,16 @@ class ModelSpec:
 
 
 def _from_record(rec_path: Path) -> tuple[str, Path | None, str | None]:
-    fix = "pass --model and --checkpoint instead"
-    rec = read_json_file(rec_path, fix)
+    try:
+        rec = json.loads(rec_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataCompError(f"{rec_path}: not valid JSON ({e})") from None
     cfg = rec.get("config") or {}
-    outputs = rec.get("outputs") or {}
-    if not isinstance(cfg, dict) or not isinstance(outputs, dict):
-        raise DataCompError(f"{rec_path}: 'config' and 'outputs' must be JSON objects; {fix}")
     model = cfg.get("model") or rec.get("model")
-    if not model or not isinstance(model, str):
-        raise DataCompError(f"{rec_path}: no config.model name; {fix}")
-    ckpt = rec.get("checkpoint") or outputs.get("checkpoint")
-    scale = cfg.get("scale") or rec.get("scale")
-    if (ckpt and not isinstance(ckpt, str)) or (scale and not isinstance(scale, str)):
-        raise DataCompError(f"{rec_path}: 'checkpoint' and 'scale' must be strings; {fix}")
-    return model, Path(ckpt) if ckpt else None, scale
+    if not model:
+        raise DataCompError(f"{rec_path}: no config.model field; pass --model and --checkpoint instead")
+    ckpt = rec.get("checkpoint") or (rec.get("outputs") or {}).get("checkpoint")
+    return model, Path(ckpt) if ckpt else None, cfg.get("scale") or rec.get("scale")
 
 
 def _from_info_pkl(path: Path) -> tuple[str, Path | None, str | None]:
