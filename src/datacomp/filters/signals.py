@@ -203,8 +203,9 @@ def compute_group(group: str, parquet: Path, cfg: SignalConfig, meta: pa.Table |
     from datacomp.filters.clusters import assign
 
     n = md.num_rows(parquet)
-    emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n)
     cents = _centroids(cfg.centroids_file)  # type: ignore[arg-type]
+    emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n, dim=cents.shape[1],
+                             dim_source=f"centroids {Path(cfg.centroids_file).name}")  # type: ignore[arg-type]
     metric = "dot" if group == "clusters_dot" else "l2"
     return pa.table({GROUP_COLUMNS[group][0]: assign(emb, cents, metric)})
 
