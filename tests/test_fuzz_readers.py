@@ -468,6 +468,8 @@ def _dl_options() -> Any:
 def read_stats(d: Path) -> None:
     from datacomp.pool.download import download
 
+    # as img2dataset leaves a finished shard: its _stats.json is the only sign it is done, and is read back
+    shutil.rmtree(d / "shards" / ".download_state", ignore_errors=True)
     download(d / "meta", d / "shards", _dl_options(), progress=False)
 
 
