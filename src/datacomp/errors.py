@@ -144,7 +144,7 @@ def describe(exc: BaseException, output: str | os.PathLike[str] | None = None) -
         return one_line(exc, 2000), getattr(exc, "exit_code", EXIT_USER)
     if isinstance(exc, ImportError):
         mod = (exc.name or "").split(".")[0]
-        if mod:
+        if mod and mod != "datacomp":  # our own module failing to import is a bug: keep the traceback
             extra = EXTRAS.get(mod)
             cmd = f'pip install "datacomp[{extra}]"' if extra else f"pip install {mod}"
             return one_line(f"the optional package {mod!r} is not installed (or failed to import): run `{cmd}`"
