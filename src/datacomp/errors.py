@@ -53,6 +53,7 @@ _ENVIRONMENT = {
     errno.ENFILE: ("too many open files on this system", "close other programs or use fewer --workers, then re-run"),
     errno.EIO: ("input/output error", "check the disk or mount, then re-run"),
 }
+ENVIRONMENT_ERRNOS = frozenset(_ENVIRONMENT)
 # A path the user named that is not there / not a file: their mistake, exit 2.
 _USER = {
     errno.ENOENT: ("no such file or directory", "check the path"),

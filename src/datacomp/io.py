@@ -72,7 +72,7 @@ def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | N
     import errno
     import fcntl
 
-    from datacomp.errors import DataCompError
+    from datacomp.errors import ENVIRONMENT_ERRNOS, DataCompError
 
     if lock is None and _is_url(output):  # a remote store: no local lock file can guard it
         yield None
@@ -84,6 +84,8 @@ def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | N
             lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
+            if e.errno in ENVIRONMENT_ERRNOS:
+                raise  # read-only, full, no permission: the CLI's environment line (exit 1) names the lock
             raise DataCompError(
                 f"{lock}: cannot create the lock file of {output} ({e.strerror}); make its folder writable "
                 "or choose another output"
