@@ -212,13 +212,17 @@ def write_record(
 def read_json_file(path: str | os.PathLike[str], fix: str, expect: type = dict) -> Any:
     """A JSON file the user may have damaged: its value, or one ``DataCompError`` naming the file and ``fix``.
 
-    Refuses bytes that are not UTF-8, text that is not JSON, and a top-level value that is not ``expect``.
+    Refuses bytes that are not UTF-8, text that is not JSON (``NaN`` and ``Infinity`` included: every
+    JSON file we write is strict), and a top-level value that is not ``expect``.
     """
     from datacomp.errors import DataCompError
 
+    def strict(token: str) -> Any:
+        raise ValueError(f"{token} is not a JSON number")
+
     p = Path(path)
     try:
-        value = json.loads(p.read_bytes().decode("utf-8"))
+        value = json.loads(p.read_bytes().decode("utf-8"), parse_constant=strict)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise DataCompError(f"{p}: not valid JSON ({type(e).__name__}: {e}); {fix}") from None
     if not isinstance(value, expect):
