@@ -142,6 +142,9 @@ def locate(task: EvalTask, data_dir: str | os.PathLike[str], check_size: bool = 
         if ns.is_file():
             want = _read_int(ns, "the shard count")
             names = {p.name for p in shards}
+            if want > len(names) + 100:  # a damaged count: never enumerate it
+                raise DataCompError(f"task {task.key}: {ns} names {want:,} shards but {test} holds {len(names):,}; "
+                                    + how_to_get(task, data_dir))
             missing = [f"{i}.tar" for i in range(want) if f"{i}.tar" not in names]
             if missing:
                 raise DataCompError(

@@ -22,7 +22,7 @@ from typing import Any
 
 from datacomp.engine import Executor, Task, is_distributed, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import output_lock, write_record
+from datacomp.io import output_lock, read_json_file, write_record
 from datacomp.pool.http import FetchConfig, Fetcher, FetchError
 from datacomp.pool.resize import ImageConfig, ImageError, process_image
 from datacomp.pool.shards import ShardWriter, sample_key, shard_name, stats_path
@@ -227,14 +227,30 @@ def _fetch_one(fetcher: Fetcher, options: DownloadOptions, url: Any, bboxes: Any
     return {"status": "success", "image": img, "sha256": digest, "nbytes": len(got.data)}
 
 
+_COUNTS = ("count", "successes", "failed_to_download", "failed_to_resize", "bytes_downloaded", "bytes_written",
+           "sha256_mismatches")
+
+
+def read_shard_stats(path: Path) -> dict[str, Any]:
+    """A finished shard's ``_stats.json`` (ours or img2dataset's), its counts checked: a damaged one is one line."""
+    fix = f"delete it and {path.name[: -len('_stats.json')]}.tar to download that shard again"
+    st = read_json_file(path, fix)
+    bad = [k for k in _COUNTS if k in st and (not isinstance(st[k], int) or isinstance(st[k], bool) or st[k] < 0)]
+    kinds = st.get("failure_kinds", {})
+    if not isinstance(kinds, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in kinds.values()):
+        bad.append("failure_kinds")
+    if bad:
+        raise DataCompError(f"{path}: {', '.join(bad)} not counts (non-negative integers); {fix}")
+    return st
+
+
 def download_shard(spec: ShardSpec, output_dir: str, options: DownloadOptions) -> dict[str, Any]:
     """Write one output shard (idempotent: an existing ``_stats.json`` means done)."""
-    import json
 
     out = as_location(output_dir)
     done = stats_path(out / f"{shard_name(spec.shard_id)}.tar")
     if done.exists():
-        return {**json.loads(done.read_text()), "reused": True}
+        return {**read_shard_stats(done), "reused": True}
     rows = _read_rows(spec, options)
     n = spec.stop - spec.start
     writer = ShardWriter(out, spec.shard_id, input_columns=options.input_columns())

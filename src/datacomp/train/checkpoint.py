@@ -26,9 +26,49 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a run killed mid-write leaves the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write atomically: a run killed mid-write leaves the previous checkpoint intact.
+
+    torch's writer reports a full or read-only disk as ``RuntimeError: [enforce fail at
+    inline_container.cc]``; that becomes the ``OSError`` (with the path) the CLI reports in one line.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except RuntimeError as e:
+        raise _save_error(Path(path), state, e) from e
+
+
+def _save_error(path: Path, state: dict[str, Any], e: RuntimeError) -> BaseException:
+    import errno
+    import shutil
+
+    msg = str(e)
+    code = next((c for c in (errno.EROFS, errno.EACCES, errno.ENOSPC, errno.EDQUOT) if os.strerror(c) in msg), None)
+    if code is None:
+        try:
+            st = os.statvfs(path.parent)
+            need = _tensor_bytes(state)
+            if st.f_flag & os.ST_RDONLY:
+                code = errno.EROFS
+            elif shutil.disk_usage(path.parent).free < need + (1 << 20):  # the partial file is gone by now
+                code = errno.ENOSPC
+            elif not os.access(path.parent, os.W_OK):
+                code = errno.EACCES
+        except OSError:
+            return e
+    if code is None:
+        return e
+    return OSError(code, f"{os.strerror(code)} while saving a checkpoint", str(path))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
