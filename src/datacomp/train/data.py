@@ -313,11 +313,9 @@ def next_batch(loader: Iterator[Any]) -> Any:
     try:
         return next(loader)
     except DataCompError as e:
-        msg = str(e)
-        if "\n" in msg:
-            last = [ln for ln in msg.splitlines() if ln.strip()][-1]
-            msg = last.split("Error: ", 1)[-1] if "Error: " in last else last
-            raise DataCompError(msg) from None
+        msg = str(e)  # (DataCompError folds the worker's traceback into its one line)
+        if "Original Traceback" in msg and "DataCompError: " in msg:
+            raise DataCompError(msg.rsplit("DataCompError: ", 1)[-1]) from None
         raise
 
 
