@@ -31,6 +31,20 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SUMMARY_SUFFIX = ".summary.json"
 SUMMARY_MD_SUFFIX = ".summary.md"
 
+# The DataComp baseline runs (the paper's, at the fractions it reports): run name (the experiment
+# folder and leaderboard row name) -> (filter, ``run_filter`` parameters). The one list the demo, the
+# benchmarks and the tests draw from; ``datacomp.filters.baselines.BASELINES`` are its filter names.
+BASELINE_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "no_filter": ("no_filter", {}),
+    "basic_filter": ("basic_filter", {}),
+    "text_based": ("text_based", {}),
+    "image_based": ("image_based", {}),
+    "clip_score_l14_30": ("clip_score", {"arch": "l14", "fraction": 0.3}),
+    "clip_score_b32_30": ("clip_score", {"arch": "b32", "fraction": 0.3}),
+    "image_based_intersect_clip_score": ("image_based_intersect_clip_score", {"arch": "l14", "fraction": 0.3}),
+    "laion2b": ("laion2b", {}),
+}
+
 WORLD_MARKER = "datacomp_world.json"
 # Reference models of the embedded world, by npz key (requested by name anywhere: ``datacomp-ref-b32``).
 REFERENCE_MODELS = {"b32": "datacomp-ref-b32", "l14": "datacomp-ref-l14"}
