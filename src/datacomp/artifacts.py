@@ -46,8 +46,6 @@ BASELINE_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 WORLD_MARKER = "datacomp_world.json"
-# Reference models of the embedded world, by npz key (requested by name anywhere: ``datacomp-ref-b32``).
-REFERENCE_MODELS = {"b32": "datacomp-ref-b32", "l14": "datacomp-ref-l14"}
 
 
 def summary_path(output: str | os.PathLike[str]) -> Path:
@@ -66,7 +64,7 @@ def write_world_marker(metadata_dir: str | os.PathLike[str], assets: str | os.Pa
         rel = os.path.relpath(a.resolve(), meta.resolve())
     except ValueError:  # another drive (Windows)
         rel = str(a.resolve())
-    record = {"kind": "datacomp-embedded-world", "assets": rel, "reference_models": REFERENCE_MODELS, **(extra or {})}
+    record = {"kind": "datacomp-embedded-world", "assets": rel, **(extra or {})}
     path = meta / WORLD_MARKER
     write_json_atomic(path, record)
     return path

@@ -213,7 +213,8 @@ def _signals(args: argparse.Namespace) -> int:
     if args.list:
         load_plugins([str(p) for p in args.plugin])
         for s in list_signals():
-            inputs = [*s.meta, *(f"npz:{a}" for a in s.arrays), *(["images"] if s.images else []), *(f"asset:{a}" for a in s.assets)]
+            inputs = [*s.meta, *(f"npz:{a}" for a in s.arrays), *(["images"] if s.images else []),
+                      *(f"asset:{a}" for a in s.assets)]
             cols = ", ".join(f"{c} {t}" for c, t in s.columns)
             lazy = " [row-lazy]" if s.row_lazy else ""
             print(f"{s.name:18s} {cols}  <- {', '.join(inputs) or '-'}{lazy}\n{'':18s} {s.description}")
