@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from datacomp.artifacts import IMAGE_EXTS
 from datacomp.errors import DataCompError
 from datacomp.pool.shards import iter_tar_samples, list_shards
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 KeepFn = Callable[[str], bool]
 
 
