@@ -111,10 +111,20 @@ def quiet_random_init(active: bool = True) -> Iterator[None]:
         logging.getLogger().removeFilter(f)
 
 
+def is_pretrained_spec(name: str) -> bool:
+    """``NAME:TAG``, ``hf-hub:...``, ``local-dir:...``: a spec carrying its weights (see :func:`resolve_model`)."""
+    return ":" in str(name)
+
+
 def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu") -> LoadedModel:
-    """Create an open_clip model by config name and load ``checkpoint`` (None: random init)."""
+    """Create an open_clip model by config name and load ``checkpoint`` (None: random init).
+
+    A spec with its weights (``ViT-B-32:openai``, ``hf-hub:org/name``) goes through :func:`resolve_model`.
+    """
     import open_clip
 
+    if is_pretrained_spec(name) and checkpoint is None:
+        return resolve_model(name, device=device)
     register_model_configs()
     if name not in open_clip.list_models():
         raise DataCompError(

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     src = p.add_argument_group("model (a training folder, or --model with --checkpoint)")
     src.add_argument("--train-output-dir", help="folder with train_record.json (ours) or info.pkl (original)")
-    src.add_argument("--model", help="open_clip architecture, e.g. ViT-B-32 or datacomp-tiny-rn")
+    src.add_argument("--model", help="open_clip architecture (ViT-B-32, datacomp-tiny-rn) or a spec with its weights: "
+                     "ViT-B-32:openai, ViT-B-32:/path.pt, hf-hub:ORG/NAME")
     src.add_argument("--checkpoint", help="open_clip checkpoint (.pt or .safetensors); omitted = random init")
     p.add_argument("--output-dir", help="where eval_results.jsonl goes (default: --train-output-dir)")
     p.add_argument("--suite", choices=["auto", "embedded", "datacomp"], default="auto",
