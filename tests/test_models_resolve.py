@@ -217,3 +217,14 @@ def test_reference_models_by_name():
 
     lm = resolve_model("datacomp-ref-b32")
     assert lm is load_reference("b32")
+
+
+def test_evaluate_takes_a_spec_with_a_checkpoint_path(vit):
+    from datacomp.evaluate.model import resolve_model as evaluate_model
+    from datacomp.io import sha256_file
+
+    path, _ = vit
+    spec = evaluate_model(f"ViT-B-32:{path}")
+    assert spec.name == "ViT-B-32" and spec.checkpoint == path
+    assert spec.fingerprint == f"ViT-B-32|sha256:{sha256_file(path)}"
+    assert evaluate_model("ViT-B-32:openai").fingerprint == "ViT-B-32:openai|pretrained"
