@@ -93,18 +93,25 @@ def register_filter(name: str, needs: tuple[str, ...] | list[str] | Callable[[Fi
         call = fn if nparams >= 2 else (lambda t, p, _f=fn: _f(t))
         need = needs if callable(needs) else tuple(needs)
         _REGISTRY[name] = FilterDef(name, call, need, uses_score, image_based, needs_synsets,
-                                    description or (fn.__doc__ or "").strip().split("\n")[0],
-                                    dict(late_rules or {}))
+                                    _summary(description, fn), dict(late_rules or {}))
         return fn
 
     return deco
 
 
-def get_filter(name: str) -> FilterDef:
+def _registered(kind: str, registry: dict[str, Any], name: str) -> Any:
     _ensure_builtin()
-    if name not in _REGISTRY:
-        raise DataCompError(f"unknown filter {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    if name not in registry:
+        raise DataCompError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def _summary(description: str, fn: Callable[..., Any]) -> str:
+    return description or (fn.__doc__ or "").strip().split("\n")[0]
+
+
+def get_filter(name: str) -> FilterDef:
+    return _registered("filter", _REGISTRY, name)
 
 
 def list_filters() -> list[FilterDef]:
@@ -257,17 +264,14 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                 raise DataCompError(f"signal {name!r}: column {c!r} is already provided by "
                                     f"{taken.get(c, 'the metadata')}; choose another column name")
         _SIGNALS[name] = SignalDef(name, cols, fn, tuple(meta), tuple(arrays), images, tuple(assets), row_lazy,
-                                   params, version, description or (fn.__doc__ or "").strip().split("\n")[0])
+                                   params, version, _summary(description, fn))
         return fn
 
     return deco
 
 
 def get_signal(name: str) -> SignalDef:
-    _ensure_builtin()
-    if name not in _SIGNALS:
-        raise DataCompError(f"unknown signal {name!r}; choose one of: {', '.join(_SIGNALS)}")
-    return _SIGNALS[name]
+    return _registered("signal", _SIGNALS, name)
 
 
 def list_signals() -> list[SignalDef]:
