@@ -312,7 +312,7 @@ def test_one_download_per_shard_dir(pool, tmp_path):
     out.mkdir()
     with open(out / ".download.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(DataCompError, match="another `datacomp download` is writing here"):
+        with pytest.raises(DataCompError, match="another run holds this output"):
             download(pool_dir / "metadata", out, progress=False)
 
 

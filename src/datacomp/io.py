@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from datacomp import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def tmp_name(final: Path) -> Path:
@@ -40,6 +44,93 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def lock_path(output: str | os.PathLike[str]) -> Path:
+    """The lock file of an output file or directory: a hidden sibling, ``.<name>.lock``."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
+
+
+def _is_url(path: str | os.PathLike[str]) -> bool:
+    """``s3://...``-style locations (also as ``Path`` collapses them, ``s3:/...``); not ``C:/``."""
+    head = os.fspath(path).split(":/", 1)
+    return len(head) == 2 and len(head[0]) > 1 and head[0].isalnum() and "/" not in head[0]
+
+
+@contextlib.contextmanager
+def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | None = None) -> Iterator[Path | None]:
+    """Hold an exclusive lock on ``output`` for the block (one run per output file or directory).
+
+    ``lock``: the lock file (default :func:`lock_path`). An ``flock`` is released by the OS when its
+    holder dies, even on SIGKILL, so a dead run's lock is taken over at once; the file holds the
+    holder's pid for the message and is removed on release. A second run gets a one-line
+    :class:`~datacomp.errors.DataCompError` (the CLI exits 2).
+    """
+    import errno
+    import fcntl
+
+    from datacomp.errors import DataCompError
+
+    if lock is None and _is_url(output):  # a remote store: no local lock file can guard it
+        yield None
+        return
+    output = Path(output)
+    lock = Path(lock) if lock is not None else lock_path(output)
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise DataCompError(
+                f"{lock}: cannot create the lock file of {output} ({e.strerror}); make its folder writable "
+                "or choose another output"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            held = e.errno in (errno.EAGAIN, errno.EACCES)
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() if held else ""
+            os.close(fd)
+            if not held:  # a file system without locks (ENOLCK): run unlocked rather than refuse
+                yield lock
+                return
+            who = f", pid {pid}" if pid.isdigit() else ""
+            raise DataCompError(
+                f"another run holds this output ({output}{who}); wait for it or remove {lock} if it died"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and lock: retry then
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def locks_output(param: str) -> Callable[[F], F]:
+    """Decorator: the call holds :func:`output_lock` on its argument ``param`` (an output path)."""
+
+    def deco(fn: F) -> F:
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            target = sig.bind(*args, **kwargs).arguments[param]
+            with output_lock(target if _is_url(target) else Path(target).resolve()):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

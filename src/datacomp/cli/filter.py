@@ -120,7 +120,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                    "else ImageNet-21k from timm)")
     p.add_argument("--centroids", type=Path, default=None, help="(k, d) centroids .npy/.pt for image_based")
     p.add_argument("--targets", type=Path, default=None,
-                   help="reference (ImageNet-1k) l14 embeddings .npy/.pt (default: the world's assets)")
+                   help="reference (ImageNet-1k) l14 embeddings: .npy/.npz, or the dir holding the five official "
+                        "in1k_clip_vit_l14_{0..4}.pt (default: the world's assets)")
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--signals-dir", type=Path, default=None, help="signals cache (default: <output dir>/signals)")

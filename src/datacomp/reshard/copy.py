@@ -51,16 +51,20 @@ def write_output_shard(
             rng = random.Random(f"{seed}-{index}")
             done = (*_general_write(f, pieces, shuffle_bufsize, rng, blur, boxes, blur_quality, st), "general")
         st["samples"], st["bytes"], st["path"] = done
-    if st["samples"] != planned:
-        raise DataCompError(f"{out / name}.tar: wrote {st['samples']} samples, planned {planned}")
+        if st["samples"] != planned:  # checked before the rename: a wrong tar never gets the final name
+            raise DataCompError(f"{out / name}.tar: wrote {st['samples']} samples, planned {planned}; "
+                                "an input shard holds a sample key twice")
     write_json_atomic(out / f"{name}_stats.json", {"successes": st["samples"]}, indent=4)
     st["blur_seconds"] = round(st["blur_seconds"], 3)
     return st
 
 
-def _flush(key, members, want, done, emit, buffer, bufsize, rng, blur, boxes, quality, st) -> None:  # noqa: ANN001, PLR0913
+def _flush(tar, key, members, want, done, emit, buffer, bufsize, rng, blur, boxes, quality, st) -> None:  # noqa: ANN001, PLR0913
     """Emit one selected sample ``n`` times (through the shuffle buffer when one is set)."""
     uid, j0, n = want[key]
+    if key in done:
+        raise DataCompError(f"{tar}: sample key {key} appears twice, apart (ambiguous: which one is {uid}?); "
+                            "re-create this shard")
     done.add(key)
     if blur:
         members = _blurred(uid, members, boxes, quality, st)
@@ -125,13 +129,13 @@ def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: 
             for key, ext, off, size, mtime in iter_members(buf, piece.tar):
                 if key != cur:
                     if members:
-                        _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                        _flush(piece.tar, cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
                                blur_quality, st)
                     cur, members = key, []
                 if key in want:
                     members.append((ext, mv[off : off + size], mtime))
             if members:
-                _flush(cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
+                _flush(piece.tar, cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
                        blur_quality, st)
             members = []
         if len(done) != len(want):

@@ -15,7 +15,7 @@ import numpy as np
 from datacomp import uids as U
 from datacomp.engine import Executor, Task, get_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path, file_fingerprint, write_json_atomic, write_record
+from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic, write_record
 from datacomp.pool.shards import list_shards, shard_name
 from datacomp.reshard.copy import write_output_shard
 from datacomp.reshard.plan import OutputPlan, iter_indexes, missing_uids, plan_outputs, select
@@ -33,6 +33,7 @@ MISSING_FILE = "missing_uids.txt"
 MIN_SAMPLES_PER_PROCESS = 100_000
 
 
+@locks_output("output_dir")
 def reshard(
     input_dirs: str | os.PathLike[str] | list[str | os.PathLike[str]],
     output_dir: str | os.PathLike[str],
@@ -56,7 +57,8 @@ def reshard(
     from the pool are counted and listed in ``missing_uids.txt``. Re-running after a kill resumes;
     ``overwrite`` first deletes everything in ``output_dir``. With ``no_copy`` only ``meta.json`` (a
     uid filter over the original shards, see :func:`load_uid_filter`) and ``sample_ids.npy`` are written.
-    Returns the summary that ``meta.json`` also records.
+    Returns the summary that ``meta.json`` also records. One run per output dir at a time (the lock
+    is ``.<dir>.lock`` beside it); a second gets a one-line error.
     """
     started = time.time()
     ins = [Path(d).resolve() for d in (input_dirs if isinstance(input_dirs, list | tuple) else [input_dirs])]

@@ -112,18 +112,27 @@ def _digits(rng: np.random.Generator, n: int) -> TaskData:
                     templates=C.DIGIT_CLASS_TEMPLATES)
 
 
+def _uci_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The UCI handwritten digits shipped in ``synth/data`` (the file behind scikit-learn's
+    ``load_digits``): images (1797, 8, 8) float64 in 0..16 and integer labels."""
+    import gzip
+
+    with gzip.open(Path(__file__).with_name("data") / "digits.csv.gz", "rt") as f:
+        rows = np.loadtxt(f, delimiter=",")
+    return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
+
+
 def _real_digits(rng: np.random.Generator, n: int) -> TaskData:
     """scikit-learn's handwritten digits (UCI, 8x8, real scans) upscaled to 32x32: an MNIST analog."""
     from PIL import Image
-    from sklearn.datasets import load_digits
 
-    d = load_digits()
-    idx = np.sort(rng.permutation(len(d.target))[:n])
+    images, target = _uci_digits()
+    idx = np.sort(rng.permutation(len(target))[:n])
     imgs = np.empty((len(idx), 32, 32, 3), np.uint8)
     for j, i in enumerate(idx):
-        a = (d.images[i] * (255.0 / 16.0)).astype(np.uint8)
+        a = (images[i] * (255.0 / 16.0)).astype(np.uint8)
         imgs[j] = np.asarray(Image.fromarray(a).resize((32, 32), Image.BILINEAR).convert("RGB"))
-    return TaskData(imgs, labels=d.target[idx].astype(np.int64), classnames=C.DIGITS,
+    return TaskData(imgs, labels=target[idx].astype(np.int64), classnames=C.DIGITS,
                     templates=C.DIGIT_CLASS_TEMPLATES)
 
 
