@@ -148,3 +148,31 @@ def test_signal_declarations_are_checked(tmp_path):
         register_signal("text_again", {"text": "string"})(lambda x: {"text": []})
     with pytest.raises(DataCompError, match="letters"):
         register_signal("bad-name", {"c": "int32"})(lambda x: {"c": []})
+
+
+def test_installed_package_adds_signals_through_the_entry_point_group(tmp_path):
+    """A distribution on the path declaring ``[datacomp.plugins]`` is found by importlib.metadata."""
+    import os
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "bright_plugin.py").write_text(PLUGIN.read_text())
+    dist = site / "bright_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bright-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[datacomp.plugins]\nbright = bright_plugin\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(SRC.parent)])}
+    r = subprocess.run([sys.executable, "-m", "datacomp", "filter", "signals", "--list"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "brightness" in r.stdout and "float" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "datacomp", "filter", "list"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and "bright " in r.stdout, r.stderr
+    # A broken installed plug-in: one line naming the entry point, no traceback.
+    (site / "bright_plugin.py").write_text("raise RuntimeError('boom')\n")
+    r = subprocess.run([sys.executable, "-m", "datacomp", "filter", "list"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "'bright'" in r.stderr, r.stderr

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from datacomp.cli import _Formatter, add_parser
+from datacomp.cli import add_parser
 
 
 def signal_help() -> str:
@@ -35,10 +35,11 @@ def _plugin_args(argv: list[str] | None = None) -> list[str]:
     return out
 
 
-class _SignalHelp(_Formatter):
-    """Generates the signal column list when help is shown (not at every parser build)."""
+def _with_signal_help(p: argparse.ArgumentParser) -> None:
+    """Append the signal column list to ``p``'s help, generated only when help is shown."""
+    base = p.format_help
 
-    def format_help(self) -> str:
+    def format_help() -> str:
         from datacomp.errors import DataCompError
         from datacomp.filters.registry import load_plugins
 
@@ -47,7 +48,9 @@ class _SignalHelp(_Formatter):
             extra = signal_help()
         except DataCompError as e:
             extra = f"(signals unavailable: {e})"
-        return super().format_help() + "\n" + extra + "\n"
+        return base() + "\n" + extra + "\n"
+
+    p.format_help = format_help  # type: ignore[method-assign]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  datacomp filter build-centroids --metadata-dir M --output centroids.npy\n"
         "  datacomp filter signals --list [--plugin FILE]",
     )
-    p.formatter_class = _SignalHelp
+    _with_signal_help(p)
     _filter_args(p)
     p.set_defaults(func=_run)
     ss = p.add_subparsers(dest="filter_cmd", metavar="ACTION")

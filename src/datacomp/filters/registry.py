@@ -139,7 +139,6 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED and group == ENTRY_POINT_GROUP:
         return []
-    _ENTRY_POINTS_LOADED = group == ENTRY_POINT_GROUP or _ENTRY_POINTS_LOADED
     from importlib.metadata import entry_points
 
     loaded = []
@@ -152,6 +151,8 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
             raise DataCompError(f"plug-in entry point {ep.name!r} ({ep.value}) failed to load "
                                 f"({type(e).__name__}: {e}); fix or uninstall the package providing it") from None
         loaded.append(ep.name)
+    if group == ENTRY_POINT_GROUP:
+        _ENTRY_POINTS_LOADED = True
     return loaded
 
 
