@@ -228,3 +228,32 @@ def test_evaluate_takes_a_spec_with_a_checkpoint_path(vit):
     assert spec.name == "ViT-B-32" and spec.checkpoint == path
     assert spec.fingerprint == f"ViT-B-32|sha256:{sha256_file(path)}"
     assert evaluate_model("ViT-B-32:openai").fingerprint == "ViT-B-32:openai|pretrained"
+
+
+def test_build_targets_embeds_reference_images_with_a_named_model(tmp_path):
+    """`filter build-targets`: the image-based filter's reference embeddings from images and a model spec."""
+    from PIL import Image
+
+    from datacomp.cli import main
+    from datacomp.filters.clusters import load_matrix
+    from datacomp.models import load_reference
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "imgs" / "a").mkdir(parents=True)
+    paths = []
+    for i in range(4):
+        p = tmp_path / "imgs" / ("a" if i % 2 else "") / f"{i}.png"
+        Image.fromarray((rng.random((40, 48, 3)) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    out = tmp_path / "targets.npy"
+    assert main(["filter", "build-targets", "--images", str(tmp_path / "imgs"), "--model", "datacomp-ref-l14",
+                 "--output", str(out)]) == 0
+    got = load_matrix(out, "targets")
+    lm = load_reference("l14")
+    with torch.no_grad():
+        x = torch.stack([lm.preprocess_val(Image.open(p).convert("RGB")) for p in sorted(paths)])
+        want = [torch.nn.functional.normalize(lm.model.encode_image(x[i : i + 1]), dim=-1)[0].numpy()
+                for i in range(len(paths))]
+    np.testing.assert_allclose(got, np.stack(want), atol=1e-5)
+    assert main(["filter", "build-targets", "--images", str(tmp_path / "imgs"), "--model", "ViT-B-32",
+                 "--output", str(tmp_path / "t2.npy")]) == 2  # a bare architecture (random weights) is refused

@@ -84,6 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--workers", "--num_workers", type=int, default=None)
     q.set_defaults(func=_build_centroids)
 
+    q = add_parser(ss, "build-targets", "embed reference images (ImageNet-1k train) for image_based's --targets")
+    q.add_argument("--images", type=Path, required=True, help="folder of image files or .tar shards")
+    q.add_argument("--model", required=True,
+                   help="the model behind the pool's l14_img: ViT-L-14:openai, NAME:/path.pt, hf-hub:ORG/NAME")
+    q.add_argument("--output", type=Path, required=True, help="targets .npy (n, d), float32")
+    q.add_argument("--batch-size", type=int, default=256)
+    q.set_defaults(func=_build_targets)
+
     q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file (or --list them)")
     q.add_argument("--list", action="store_true", help="describe the registered signals and exit")
     q.add_argument("--metadata-dir", "--metadata_dir", type=Path, default=None)
@@ -207,6 +215,14 @@ def _build_centroids(args: argparse.Namespace) -> int:
         niter=args.niter, compat=args.compat, signals_dir=args.signals_dir, workers=args.workers,
     )
     print(f"wrote {r['output']}: {r['num_clusters']} centroids of dim {r['dim']} from {r['points']:,} points")
+    return 0
+
+
+def _build_targets(args: argparse.Namespace) -> int:
+    from datacomp.filters.embed import build_targets
+
+    r = build_targets(args.images, args.output, args.model, batch_size=args.batch_size)
+    print(f"wrote {r['output']}: {r['images']:,} reference embeddings of dim {r['dim']} with {r['model']}")
     return 0
 
 

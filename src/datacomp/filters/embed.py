@@ -269,3 +269,33 @@ def embed_pool(
     with_image = sum(r.stats["with_image"] for r in res)
     return {"files": len(files), "shards": len(tars), "rows": rows, "with_image": with_image,
             "models": [m.__dict__ for m in models], "output_dir": str(out)}
+
+
+def build_targets(images: str | os.PathLike[str], output: str | os.PathLike[str], model: str,
+                  batch_size: int = 256) -> dict[str, Any]:
+    """The image-based filter's reference embeddings: every image under ``images`` embedded with ``model``.
+
+    ``images``: a folder of image files (searched recursively, sorted by path) or of webdataset
+    ``.tar`` shards (the ImageNet-1k train set for the original recipe). ``model``: a spec for
+    :func:`datacomp.models.resolve_model`, the same model as the pool's ``l14_img``. Writes a float32,
+    L2-normalised ``(n, d)`` ``.npy`` for ``--targets``.
+    """
+    from datacomp.pool.shards import iter_tar_samples
+
+    root = Path(images)
+    if not root.is_dir():
+        raise DataCompError(f"{root}: reference image folder not found")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTS)
+    tars = sorted(root.rglob("*.tar"))
+    data: list[bytes] = [p.read_bytes() for p in files]
+    for t in tars:
+        data += [bytes(next(m[e] for e in IMAGE_EXTS if e in m)) for _, m in iter_tar_samples(t)
+                 if any(e in m for e in IMAGE_EXTS)]
+    if not data:
+        raise DataCompError(f"{root}: no images ({', '.join(IMAGE_EXTS)} files or .tar shards) to embed")
+    with _threads():
+        emb = embed_images(load(ModelSpec("target", model)), data, batch_size).astype(np.float32)
+    out = Path(output)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
+    return {"output": str(out), "images": len(data), "dim": int(emb.shape[1]), "model": model}
