@@ -62,11 +62,15 @@ class ShardImages:
         rows = np.flatnonzero(found)
         for t in np.unique(self.tar_of[pos[rows]]):
             sel = rows[self.tar_of[pos[rows]] == t]
-            want = {self.key_of[pos[r]]: int(r) for r in sel}
+            want: dict[bytes, list[int]] = {}
+            for r in sel:  # (a uid repeated in the metadata gets its image on every row)
+                want.setdefault(self.key_of[pos[r]], []).append(int(r))
             for key, sample in _iter_samples(self.tars[int(t)]):
-                r = want.get(key.encode() if isinstance(key, str) else key)
-                if r is not None:
-                    out[r] = next((bytes(sample[e]) for e in IMAGE_EXTS if e in sample), None)
+                rows_of = want.get(key.encode() if isinstance(key, str) else key)
+                if rows_of:
+                    img = next((bytes(sample[e]) for e in IMAGE_EXTS if e in sample), None)
+                    for r in rows_of:
+                        out[r] = img
         return out
 
 
