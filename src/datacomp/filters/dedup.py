@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from datacomp.artifacts import IMAGE_EXTS, is_embedded_world
+from datacomp.artifacts import IMAGE_EXTS, is_embedded_world, summary_path
 from datacomp.engine import Task, get_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
@@ -173,7 +173,7 @@ def dedup(
         "flagged_per_task": {n: int(c) for n, c in zip(names, per_task) if c},
         "model": model.__dict__, "embedding_key": embedding_key, "seconds": round(time.time() - started, 3),
     }
-    write_json_atomic(output.with_suffix(".summary.json"), summary)
+    write_json_atomic(summary_path(output), summary)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from datacomp.artifacts import summary_path, world_assets
+from datacomp.artifacts import SUMMARY_MD_SUFFIX, summary_path, world_assets
 from datacomp.engine import ParentAndPoolExecutor, Task, ThreadExecutor, get_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
@@ -242,7 +242,7 @@ def run_filter(
         "seconds": round(time.time() - started, 3),
     }
     write_json_atomic(summary_path(output), summary)
-    with atomic_path(summary_path(output).with_suffix(".md")) as tmp:
+    with atomic_path(Path(output).with_suffix(SUMMARY_MD_SUFFIX)) as tmp:
         tmp.write_text(summary_markdown(summary))
     shutil.rmtree(work, ignore_errors=True)
     return summary

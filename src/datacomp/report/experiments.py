@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import SUMMARY_SUFFIX
 from datacomp.errors import DataCompError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 AGGREGATES = ["ImageNet", "ImageNet dist. shifts", "VTAB", "Retrieval", "Average"]
 RESULTS_NAME = "eval_results.jsonl"
 TRAIN_RECORD = "train_record.json"
-SUMMARY_SUFFIX = ".summary.json"
 
 
 def read_eval_results(path: str | Path) -> list[dict[str, Any]]:
