@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
-from datacomp.filters.registry import SignalDef, get_signal, list_signals
+from datacomp.filters.registry import SignalDef, get_signal, list_signals, signal_of
 from datacomp.io import atomic_path
 from datacomp.uids import UID_DTYPE, hex_to_uids
 
@@ -89,10 +89,9 @@ ALL_COLUMNS: Sequence[str] = _AllColumns()
 
 def column_signal(column: str) -> SignalDef | None:
     """The signal providing ``column`` (``None`` for metadata and derived columns)."""
-    for s in list_signals():
-        if column in s.column_names:
-            return s
-    return None
+    if column in META_COLUMNS or column in DERIVED:
+        return None
+    return signal_of(column)
 
 
 def column_type(column: str) -> pa.DataType:
@@ -152,12 +151,11 @@ def _file_hash(path: str) -> str:
 
 def groups_for(columns: list[str] | tuple[str, ...]) -> list[str]:
     """Cached signals needed for ``columns`` (in a stable order)."""
-    owner = {c: sig.name for sig in list_signals() for c in sig.column_names}
     out = []
     for c in columns:
-        g = owner.get(c)
-        if g and g not in out:
-            out.append(g)
+        sig = column_signal(c)
+        if sig is not None and sig.name not in out:
+            out.append(sig.name)
     return out
 
 
@@ -439,12 +437,11 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
     groups are needed; those are computed if missing, and other rows may come back null.
     """
     columns = list(dict.fromkeys(columns))
-    known = list(ALL_COLUMNS)
-    unknown = [c for c in columns if c not in known]
+    owner = {c: sig for c in columns if (sig := column_signal(c)) is not None}
+    unknown = [c for c in columns if c not in owner and c not in META_COLUMNS and c not in DERIVED]
     if unknown:
-        raise DataCompError(f"unknown signal column(s) {unknown}; available: {', '.join(known)} "
+        raise DataCompError(f"unknown signal column(s) {unknown}; available: {', '.join(ALL_COLUMNS)} "
                             "(`datacomp filter signals --list`)")
-    owner = {c: sig for sig in list_signals() for c in sig.column_names}
     meta_cols = meta_columns_for(columns)
     meta = md.read_columns(parquet, meta_cols) if meta_cols else None
     n = meta.num_rows if meta is not None else md.num_rows(parquet)
