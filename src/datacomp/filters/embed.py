@@ -255,6 +255,11 @@ def embed_pool(
     if out.resolve() == Path(metadata_dir).resolve():
         raise DataCompError(f"{out}: write the embedded metadata to a new folder, not over the input")
     work = out / ".embed-work"
+    if workers is None:
+        from datacomp.models import default_device
+
+        if default_device() == "cuda":  # one process feeds the GPU in batches; more would only share it
+            workers = 1
     exe = get_executor("local", workers)
     run_tasks([Task(t.stem, shard_task, (str(t), str(work), models), {"batch": batch_size}) for t in tars],
               exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
