@@ -159,6 +159,8 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
 
 def load_plugins(paths: list[str] | tuple[str, ...]) -> None:
     """Import user plug-in files (each registers its filters and signals when imported)."""
+    if paths:
+        _ensure_builtin()  # (built-ins first: a plug-in column that clashes with one is refused, listings keep order)
     for p in paths:
         path = Path(p).resolve()
         if not path.is_file():
