@@ -48,9 +48,12 @@ BASELINE_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
 WORLD_MARKER = "datacomp_world.json"
 
 
-def summary_path(output: str | os.PathLike[str]) -> Path:
-    """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``)."""
-    return Path(output).with_suffix(SUMMARY_SUFFIX)
+def summary_path(output: Any) -> Any:
+    """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``); a local path
+    gives a :class:`Path`, a remote one a :class:`datacomp.storage.Location`."""
+    from datacomp.storage import as_location
+
+    return as_location(output).with_suffix(SUMMARY_SUFFIX).native
 
 
 def write_world_marker(metadata_dir: str | os.PathLike[str], assets: str | os.PathLike[str],
@@ -70,9 +73,19 @@ def write_world_marker(metadata_dir: str | os.PathLike[str], assets: str | os.Pa
     return path
 
 
-def read_world_marker(metadata_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The marker of an embedded world's pool, or ``None`` for any other pool."""
-    path = Path(metadata_dir) / WORLD_MARKER
+def _local(metadata_dir: Any) -> Path | None:
+    """A local metadata folder as a Path (``None`` for a remote one: worlds are generated locally)."""
+    from datacomp.storage import as_location
+
+    return as_location(metadata_dir).local_path
+
+
+def read_world_marker(metadata_dir: Any) -> dict[str, Any] | None:
+    """The marker of an embedded world's pool, or ``None`` for any other pool (remote ones included)."""
+    local = _local(metadata_dir)
+    if local is None:
+        return None
+    path = local / WORLD_MARKER
     if not path.is_file():
         return None
     try:
@@ -84,14 +97,14 @@ def read_world_marker(metadata_dir: str | os.PathLike[str]) -> dict[str, Any] | 
     return record
 
 
-def is_embedded_world(metadata_dir: str | os.PathLike[str]) -> bool:
+def is_embedded_world(metadata_dir: Any) -> bool:
     return read_world_marker(metadata_dir) is not None
 
 
-def world_assets(metadata_dir: str | os.PathLike[str]) -> Path | None:
+def world_assets(metadata_dir: Any) -> Path | None:
     """The assets folder named by the world marker in ``metadata_dir`` (``None``: not a world's pool)."""
     record = read_world_marker(metadata_dir)
     if record is None:
         return None
     p = Path(record.get("assets", ""))
-    return p if p.is_absolute() else (Path(metadata_dir) / p).resolve()
+    return p if p.is_absolute() else (_local(metadata_dir) / p).resolve()  # type: ignore[operator]

@@ -22,7 +22,7 @@ from typing import Any
 
 from datacomp.artifacts import BASELINE_RUNS
 from datacomp.errors import DataCompError
-from datacomp.io import write_json_atomic, write_record
+from datacomp.io import write_record
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,18 @@ class DemoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # leaderboard rows (see report.leaderboard)
 
 
-def _marker(out: Path, stage: str, name: str) -> Path:
-    return out / ".demo" / f"{stage}-{name}.done"
-
-
+# Stage markers are the engine's completion markers (out/.demo/<stage>-<name>.done.json): the demo
+# runs each stage's step in this process (the steps fan out their own tasks), so it marks them itself.
 def _done(out: Path, stage: str, name: str) -> bool:
-    return _marker(out, stage, name).is_file()
+    from datacomp.engine import is_done
+
+    return is_done(out / ".demo", f"{stage}-{name}")
 
 
 def _mark(out: Path, stage: str, name: str, info: dict[str, Any] | None = None) -> None:
-    write_json_atomic(_marker(out, stage, name), {"finished_at": time.time(), **(info or {})})
+    from datacomp.engine import mark_done
+
+    mark_done(out / ".demo", f"{stage}-{name}", info)
 
 
 class _Progress:
@@ -127,6 +129,7 @@ def run_demo(
     seeds: int = 1,
     filters: list[str] | None = None,
     workers: int | None = None,
+    executor: Any = None,
     world: Any = None,
     scale: str = "tiny",
     train_overrides: dict[str, Any] | None = None,
@@ -135,7 +138,8 @@ def run_demo(
 ) -> DemoResult:
     """Run (or resume) the demo under ``out``.
 
-    ``world``: an already generated ``datacomp.synth.World`` (tests pass the small test world);
+    ``executor``: where the steps' tasks and the train+evaluate units run (an engine executor or a
+    name; default local). ``world``: an already generated ``datacomp.synth.World`` (tests pass the small test world);
     ``None`` generates or reuses the tiny world under ``out/world``. ``train_overrides`` replaces
     fields of the fixed recipe and exists for tests only: the CLI never passes it.
     """
@@ -148,6 +152,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     names = _resolve_filters(filters)
     workers = workers or min(2, os.cpu_count() or 1)
+    ex = executor
     started = time.time()
     stage_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     units = 1 + 2 * len(names) + 2 * len(names) * seeds + 1
@@ -161,24 +166,24 @@ def run_demo(
 
     with _Progress(units, progress) as prog, _quiet_inner_bars():
         prog.step("world: generating the embedded pool and evaluation suite")
-        w = world if world is not None else timed("world", lambda: _world(out, workers))
+        w = world if world is not None else timed("world", lambda: _world(out, workers, ex))
         prog.advance()
         exp_dirs = []
         for name in names:
             exp = out / name
             exp_dirs.append(exp)
             prog.step(f"filter: {name}")
-            timed("filter", lambda exp=exp, name=name: _filter(out, exp, name, w, workers))
+            timed("filter", lambda exp=exp, name=name: _filter(out, exp, name, w, workers, ex))
             prog.advance()
             prog.step(f"reshard: {name}")
-            timed("reshard", lambda exp=exp, name=name: _reshard(out, exp, name, w, workers))
+            timed("reshard", lambda exp=exp, name=name: _reshard(out, exp, name, w, workers, ex))
             prog.advance()
         # Train + evaluate units are independent: run them ``workers`` at a time, one torch thread
         # each (seed-major order, so every baseline finishes seed 0 before seed 1 starts).
         units_todo = [(name, exp, seed) for seed in range(seeds) for name, exp in zip(names, exp_dirs)]
         prog.step(f"train + evaluate: {len(units_todo)} run(s), {min(workers, len(units_todo))} at a time")
         t0 = time.perf_counter()
-        for _task, stats, _sec in _run_units(units_todo, out, scale, workers, train_overrides, w.eval_suite):
+        for _task, stats, _sec in _run_units(units_todo, out, scale, workers, train_overrides, w.eval_suite, ex):
             stage_seconds["train"] += stats["train"]
             stage_seconds["evaluate"] += stats["evaluate"]
             prog.step(f"trained and evaluated {stats['name']} seed {stats['seed']}")
@@ -206,13 +211,14 @@ def run_demo(
 
 
 def _run_units(units: list[tuple[str, Path, int]], out: Path, scale: str, workers: int,
-               overrides: dict[str, Any] | None, eval_suite: Path) -> Iterator[tuple[Any, dict[str, Any], float]]:
-    from datacomp.engine import LocalExecutor, Task
+               overrides: dict[str, Any] | None, eval_suite: Path, executor: Any = None
+               ) -> Iterator[tuple[Any, dict[str, Any], float]]:
+    from datacomp.engine import Task, resolve_executor
 
     tasks = [Task(f"{name}-seed{seed}", _train_and_evaluate,
                   (str(out), str(exp), name, seed, scale, overrides, str(eval_suite)))
              for name, exp, seed in units]
-    yield from LocalExecutor(min(workers, max(1, len(tasks)))).imap(tasks)
+    yield from resolve_executor(executor, min(workers, max(1, len(tasks)))).imap(tasks)
 
 
 def _train_and_evaluate(out: str, exp: str, name: str, seed: int, scale: str,
@@ -229,13 +235,13 @@ def _train_and_evaluate(out: str, exp: str, name: str, seed: int, scale: str,
     return {"name": name, "seed": seed, "train": t1 - t0, "evaluate": time.perf_counter() - t1}
 
 
-def _world(out: Path, workers: int) -> Any:
+def _world(out: Path, workers: int, executor: Any = None) -> Any:
     from datacomp.synth import make_world
 
-    return make_world(out / "world", size="tiny", seed=0, workers=workers, progress=False)
+    return make_world(out / "world", size="tiny", seed=0, workers=workers, progress=False, executor=executor)
 
 
-def _filter(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
+def _filter(out: Path, exp: Path, name: str, world: Any, workers: int, executor: Any = None) -> None:
     if _done(out, "filter", name):
         return
     from datacomp.filters import run_filter
@@ -244,16 +250,17 @@ def _filter(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
     exp.mkdir(parents=True, exist_ok=True)
     # One signals cache for every baseline: language ids, caption stats, clusters are computed once.
     summary = run_filter(fname, world.metadata, exp / f"{name}.npy", signals_dir=out / "signals",
-                         workers=workers, progress=False, **params)
+                         workers=workers, executor=executor, progress=False, **params)
     _mark(out, "filter", name, {"kept": summary.get("kept")})
 
 
-def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int) -> None:
+def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int, executor: Any = None) -> None:
     if _done(out, "reshard", name):
         return
     from datacomp.reshard import reshard
 
-    summary = reshard([world.shards], exp / "shards", exp / f"{name}.npy", workers=workers, progress=False)
+    summary = reshard([world.shards], exp / "shards", exp / f"{name}.npy", workers=workers,
+                      executor=executor, progress=False)
     _mark(out, "reshard", name, {"samples": summary.get("output_count")})
 
 

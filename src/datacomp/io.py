@@ -9,41 +9,27 @@ import inspect
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from datacomp import __version__
+from datacomp import __version__, storage
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def tmp_name(final: Path) -> Path:
-    """A temporary sibling of ``final`` (same directory, so the rename is atomic)."""
-    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
-
-
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path; rename it to ``final`` only if the block completes.
+    """Yield a temporary local path; publish it as ``final`` only if the block completes.
 
-    On any exception the temporary file (or directory) is removed and ``final`` is untouched.
+    ``final`` may be a local path or any storage URL (``s3://...``): the one implementation is
+    :meth:`datacomp.storage.Location.atomic_path` (a rename locally, an upload of a local spool file
+    remotely). On any exception the temporary file (or directory) is removed and ``final`` is untouched.
     """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(final)
-    try:
+    with storage.atomic_path(final) as tmp:
         yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def lock_path(output: str | os.PathLike[str]) -> Path:
@@ -52,14 +38,17 @@ def lock_path(output: str | os.PathLike[str]) -> Path:
     return output.with_name(f".{output.name}.lock")
 
 
-def _is_url(path: str | os.PathLike[str]) -> bool:
+def _is_url(path: str | os.PathLike[str] | storage.Location) -> bool:
     """``s3://...``-style locations (also as ``Path`` collapses them, ``s3:/...``); not ``C:/``."""
+    if isinstance(path, storage.Location):
+        return not path.is_local
     head = os.fspath(path).split(":/", 1)
     return len(head) == 2 and len(head[0]) > 1 and head[0].isalnum() and "/" not in head[0]
 
 
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | None = None) -> Iterator[Path | None]:
+def output_lock(output: str | os.PathLike[str] | storage.Location,
+                lock: str | os.PathLike[str] | storage.Location | None = None) -> Iterator[Path | None]:
     """Hold an exclusive lock on ``output`` for the block (one run per output file or directory).
 
     ``lock``: the lock file (default :func:`lock_path`). An ``flock`` is released by the OS when its
@@ -72,7 +61,7 @@ def output_lock(output: str | os.PathLike[str], lock: str | os.PathLike[str] | N
 
     from datacomp.errors import DataCompError
 
-    if lock is None and _is_url(output):  # a remote store: no local lock file can guard it
+    if _is_url(output):  # a remote store: no local lock file can guard it
         yield None
         return
     output = Path(output)
@@ -134,8 +123,7 @@ def locks_output(param: str) -> Callable[[F], F]:
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    storage.as_location(path).write_bytes(data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
@@ -145,7 +133,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None
 
 
 def _json_default(o: Any) -> Any:
-    if isinstance(o, Path):
+    if isinstance(o, Path | storage.Location):
         return str(o)
     if hasattr(o, "tolist"):  # numpy scalars and arrays
         return o.tolist()
@@ -154,17 +142,18 @@ def _json_default(o: Any) -> Any:
 
 def file_fingerprint(path: str | os.PathLike[str], full_hash: bool = False) -> dict[str, Any]:
     """Size and mtime (cheap), plus sha256 when asked: enough to tell whether an input changed."""
-    p = Path(path)
-    st = p.stat()
-    fp: dict[str, Any] = {"path": str(p), "bytes": st.st_size, "mtime": int(st.st_mtime)}
+    loc = storage.as_location(path)
+    info = loc.info()
+    fp: dict[str, Any] = {"path": loc.url, "bytes": info["bytes"],
+                          "mtime": int(info["mtime"]) if info["mtime"] is not None else None}
     if full_hash:
-        fp["sha256"] = sha256_file(p)
+        fp["sha256"] = sha256_file(path)
     return fp
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.as_location(path).open("rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

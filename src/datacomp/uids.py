@@ -7,14 +7,17 @@ over whole arrays (a nibble lookup table), never ``int(uid, 16)`` per row.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path
+from datacomp.storage import Location, as_location
 
 UID_DTYPE = np.dtype("u8,u8")
 _BE_DTYPE = np.dtype([("f0", ">u8"), ("f1", ">u8")])
@@ -196,16 +199,25 @@ def validate_subset(uids: np.ndarray, source: str = "subset", allow_duplicates: 
 def read_subset(
     path: str | os.PathLike[str], validate: bool = True, allow_duplicates: bool = True
 ) -> np.ndarray:
-    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic)."""
-    path = Path(path)
-    if not path.is_file():
+    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic).
+
+    ``path`` may be a storage URL; a local ``.npy`` is memory-mapped, a remote one read whole.
+    """
+    loc = as_location(path)
+    path = loc.local_path or loc  # type: ignore[assignment]
+    if not loc.isfile():
         raise DataCompError(f"{path}: subset file not found")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(6)
+    size = loc.size()
+    data = None if loc.is_local else loc.read_bytes()
+    if data is None:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    else:
+        head = data[:6]
     if head == NPY_MAGIC:
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = (np.load(path, mmap_mode="r", allow_pickle=False) if data is None
+                   else np.load(io.BytesIO(data), allow_pickle=False))
         except ValueError as e:
             raise DataCompError(f"{path}: not a readable .npy file ({e}); it may be truncated") from None
         if arr.dtype.fields is None:
@@ -223,7 +235,7 @@ def read_subset(
                 f"{path}: {size} bytes is not a whole number of 16-byte uids; the file is truncated "
                 "or not a subset file (expected .npy or raw u8,u8 records)"
             )
-        arr = np.fromfile(path, dtype=UID_DTYPE)
+        arr = np.fromfile(path, dtype=UID_DTYPE) if data is None else np.frombuffer(data, UID_DTYPE).copy()
     if validate:
         validate_subset(arr, str(path), allow_duplicates=allow_duplicates)
     return arr
@@ -231,20 +243,23 @@ def read_subset(
 
 def write_subset(
     path: str | os.PathLike[str], uids: np.ndarray, raw: bool = False, sort: bool = True
-) -> Path:
-    """Write a subset file atomically (sorted unless ``sort=False`` and already sorted)."""
+) -> Path | Location:
+    """Write a subset file atomically (sorted unless ``sort=False`` and already sorted); ``path``
+    may be a storage URL."""
     uids = as_uid_array(uids)
     if sort:
         uids = sort_uids(uids)
     else:
         validate_subset(uids, str(path))
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        if raw:
+    loc = as_location(path)
+    with loc.atomic_open("wb") as f:
+        if raw and loc.is_local:
             uids.tofile(f)
+        elif raw:
+            f.write(np.ascontiguousarray(uids).view(np.uint8).data)
         else:
             np.save(f, uids, allow_pickle=False)
-    return path
+    return loc.local_path or loc
 
 
 # --- set algebra (set semantics: results are sorted and unique) -------------------------------
@@ -290,13 +305,18 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
         paths = [paths]
     parts = []
     for p in paths:
-        try:
-            schema = pq.read_schema(p)
-        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
-            raise DataCompError(f"{p}: not a readable parquet file ({type(e).__name__})") from None
-        if column not in schema.names:
-            raise DataCompError(f"{p}: no column {column!r} (columns: {', '.join(schema.names)})")
-        col = pq.read_table(p, columns=[column]).column(column)
+        loc = as_location(p)
+        with contextlib.ExitStack() as stack:
+            try:
+                pf = stack.enter_context(pq.ParquetFile(loc.path if loc.is_local else stack.enter_context(loc.open())))
+                schema = pf.schema_arrow
+            except DataCompError:
+                raise
+            except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+                raise DataCompError(f"{p}: not a readable parquet file ({type(e).__name__})") from None
+            if column not in schema.names:
+                raise DataCompError(f"{p}: no column {column!r} (columns: {', '.join(schema.names)})")
+            col = pf.read(columns=[column]).column(column)
         try:
             parts.append(hex_to_uids(col))
         except DataCompError as e:
@@ -306,9 +326,128 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
 
 def uids_from_text(path: str | os.PathLike[str]) -> np.ndarray:
     """One 32-hex uid per line (blank lines ignored)."""
-    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    lines = [ln.strip() for ln in as_location(path).read_text().splitlines()]
     lines = [ln for ln in lines if ln]
     try:
         return hex_to_uids(np.asarray(lines, dtype="U32") if lines else np.zeros(0, "U32"))
     except DataCompError as e:
         raise DataCompError(f"{path}: {e}") from None
+
+
+# --- k-way merge of sorted subsets (bounded memory) ---------------------------------------------
+
+
+def _count_le(uids: np.ndarray, hi: np.uint64, lo: np.uint64) -> int:
+    """Rows of a sorted ``u8,u8`` array that are <= (hi, lo)."""
+    f0, f1 = uids["f0"], uids["f1"]
+    return int(np.count_nonzero((f0 < hi) | ((f0 == hi) & (f1 <= lo))))
+
+
+def iter_merged(parts: list[np.ndarray], chunk: int = 1 << 16) -> Any:
+    """Yield the rows of sorted ``u8,u8`` arrays (or memory maps) in sorted order, chunk by chunk.
+
+    Memory stays at about ``len(parts) * chunk`` rows: each round takes the next ``chunk`` rows of
+    every part, emits those not above the smallest last row among parts that have more, and
+    advances. Duplicates are kept (a merge, not a union).
+    """
+    pos = [0] * len(parts)
+    while True:
+        heads = [(i, p[pos[i]: pos[i] + chunk]) for i, p in enumerate(parts) if pos[i] < p.shape[0]]
+        if not heads:
+            return
+        unfinished = [h[-1] for i, h in heads if pos[i] + h.shape[0] < parts[i].shape[0]]
+        if unfinished:
+            bound = min(unfinished, key=lambda u: (int(u["f0"]), int(u["f1"])))
+            takes = [(i, _count_le(h, bound["f0"], bound["f1"])) for i, h in heads]
+        else:
+            takes = [(i, h.shape[0]) for i, h in heads]
+        pieces = []
+        for (i, h), (_, n) in zip(heads, takes):
+            pieces.append(np.asarray(h[:n]))
+            pos[i] += n
+        out = np.concatenate(pieces) if pieces else np.zeros(0, UID_DTYPE)
+        if len(pieces) > 1:
+            out = out[sort_order(out)]
+        if out.shape[0]:
+            yield out
+
+
+def merge_sorted(parts: list[np.ndarray], stop: int | None = None) -> np.ndarray:
+    """The sorted merge of sorted ``u8,u8`` arrays (only the first ``stop`` rows when given)."""
+    got, n = [], 0
+    for c in iter_merged([as_uid_array(p) for p in parts]):
+        got.append(c)
+        n += c.shape[0]
+        if stop is not None and n >= stop:
+            break
+    out = np.concatenate(got) if got else np.zeros(0, UID_DTYPE)
+    return out[:stop] if stop is not None else out
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What :func:`merge_subset_files` wrote: rows, rows excluded, and uids listed more than once."""
+
+    written: int
+    excluded: int
+    duplicates: int = 0  # extra rows dropped because their uid was already written
+    example: str | None = None  # one duplicated uid (32 hex)
+    files: tuple[str, ...] = ()  # the first two inputs holding ``example``
+
+
+def merge_subset_files(paths: list[str | os.PathLike[str] | Any], output: str | os.PathLike[str] | Any,
+                       exclude: np.ndarray | None = None, chunk: int = 1 << 16) -> MergeStats:
+    """Merge sorted per-file subset ``.npy`` files into one sorted, unique subset file, streaming.
+
+    Inputs and output may be storage URLs (memory-mapped only when local). A uid found in more than
+    one input (or twice in one) is written once, as the format requires, and counted; rows found in
+    ``exclude`` are dropped. For unique inputs the result is byte for byte what ``write_subset``
+    writes for the concatenation.
+    """
+
+    def load(p: Any) -> np.ndarray:
+        loc = as_location(p)
+        if loc.is_local:
+            return np.load(loc.local_path, mmap_mode="r", allow_pickle=False)
+        return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
+
+    loaded = [load(p) for p in paths]
+    # (a part left unsorted, e.g. by an older version's interrupted run, is sorted here: one file at a time)
+    parts = [p if is_sorted(p) else sort_uids(np.asarray(p)) for p in loaded if p.shape[0]]
+    chunk = max(1024, min(chunk, (1 << 24) // max(1, len(parts))))
+    written = excluded = dups = 0
+    example: np.ndarray | None = None
+    prev: np.ndarray | None = None
+    with as_location(output).atomic_open("wb") as f:
+        np.lib.format.write_array_header_1_0(f, _npy_header(0))
+        header_len = f.tell()
+        for c in iter_merged(parts, chunk):
+            if c.shape[0]:
+                same = np.empty(c.shape[0], bool)
+                same[1:] = (c["f0"][1:] == c["f0"][:-1]) & (c["f1"][1:] == c["f1"][:-1])
+                same[0] = prev is not None and bool(c["f0"][0] == prev["f0"] and c["f1"][0] == prev["f1"])
+                prev = c[-1].copy()
+                if same.any():
+                    dups += int(same.sum())
+                    if example is None:
+                        example = c[int(np.flatnonzero(same)[0])].copy()
+                    c = c[~same]
+            if exclude is not None and exclude.shape[0]:
+                drop = isin(c, exclude)
+                excluded += int(drop.sum())
+                c = c[~drop]
+            f.write(np.ascontiguousarray(c, UID_DTYPE).tobytes())
+            written += c.shape[0]
+        f.seek(0)
+        np.lib.format.write_array_header_1_0(f, _npy_header(written))
+        if f.tell() != header_len:  # the header grew (cannot happen below 10**40 rows): refuse to guess
+            raise DataCompError(f"{output}: npy header size changed while merging")
+    if example is None:
+        return MergeStats(written, excluded)
+    holders = tuple(os.fspath(getattr(p, "name", p)) for p, a in zip(paths, loaded)
+                    if ((a["f0"] == example["f0"]) & (a["f1"] == example["f1"])).any())
+    return MergeStats(written, excluded, dups, str(uids_to_hex(example.reshape(1))[0]), holders[:2])
+
+
+def _npy_header(n: int) -> dict[str, Any]:
+    return {"descr": np.lib.format.dtype_to_descr(UID_DTYPE), "fortran_order": False, "shape": (n,)}

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "only for the embedded world's pool)")
     p.add_argument("--checkpoint", type=Path, default=None, help="weights for a bare --model architecture name")
     p.add_argument("--embedding-key", default="l14_img")
-    p.add_argument("--workers", type=int, default=None)
+    add_executor_args(p)
     p.set_defaults(func=_run)
 
 
@@ -41,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
         model = ModelSpec(args.embedding_key.split("_")[0], args.model or "datacomp-ref-l14",
                           str(args.checkpoint) if args.checkpoint else None)
     s = dedup(args.metadata_dir, args.eval_suite, args.output, threshold=args.threshold, model=model,
-              embedding_key=args.embedding_key, workers=args.workers)
+              embedding_key=args.embedding_key, workers=args.workers,
+              executor=executor_from(args))
     print(f"{s['flagged']:,} of {s['pool_size']:,} pool samples near-duplicate one of {s['eval_images']:,} "
           f"evaluation images (cosine >= {s['threshold']}) -> {s['output']}")
     for task, n in s["flagged_per_task"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1, help="training seeds per baseline (mean ± spread when > 1)")
     p.add_argument("--filters", nargs="+", default=DEFAULT_FILTERS, choices=list(BASELINES), metavar="NAME",
                    help=f"baselines to run (from: {', '.join(BASELINES)})")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2)")
+    add_executor_args(p, workers_help="worker processes (default: up to 2)")
     p.set_defaults(func=run)
 
 
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from datacomp.demo import run_demo
     from datacomp.report import leaderboard_table
 
-    res = run_demo(args.out, seeds=args.seeds, filters=args.filters, workers=args.workers)
+    res = run_demo(args.out, seeds=args.seeds, filters=args.filters, workers=args.workers,
+                   executor=executor_from(args))
     con = console()
     con.print(leaderboard_table(res.rows, f"datacomp demo leaderboard (tiny scale, {args.seeds} seed(s))",
                                 embedded=True))

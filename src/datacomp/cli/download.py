@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 from datacomp.errors import DataCompError
 
 
@@ -20,10 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "download every url into img2dataset-layout shards under DATA_DIR/shards. "
                                "Re-running resumes: only shards without a _stats.json are downloaded.")
     p.add_argument("--scale", choices=HUB_SCALES, default="small", help="pool whose metadata is fetched")
-    p.add_argument("--data-dir", type=Path, required=True, help="root for metadata/ and shards/")
+    p.add_argument("--data-dir", required=True, help="root for metadata/ and shards/ (a local dir or a URL: s3://...)")
     p.add_argument("--metadata-dir", help="parquets to download from (local dir or fsspec URL; BYOD); "
                                           "default DATA_DIR/metadata, fetched from the Hub when empty")
-    p.add_argument("--shards-dir", type=Path, help="output shard dir (default DATA_DIR/shards)")
+    p.add_argument("--shards-dir", help="output shard dir (default DATA_DIR/shards)")
     p.add_argument("--download-npz", action="store_true", help="also fetch the .npz embeddings")
     p.add_argument("--skip-shards", action="store_true", help="metadata only")
     p.add_argument("--overwrite-metadata", action="store_true", help="delete and re-fetch the metadata")
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "default $HF_ENDPOINT or huggingface.co")
     g = p.add_argument_group("images")
     g.add_argument("--skip-bbox-blurring", action="store_true", help="do not blur face_bboxes")
-    g.add_argument("--processes-count", type=int, default=os.cpu_count() or 1, help="shards downloaded at once")
+    add_executor_args(p, ("-j", "--workers", "--processes-count"),
+                      "shards downloaded at once (when not given: all cores, or the Ray cluster's CPUs)")
     g.add_argument("--thread-count", type=int, default=64, help="concurrent requests per process")
     g.add_argument("--number-sample-per-shard", type=int, default=10_000)
     g.add_argument("--image-size", type=int, default=512)
@@ -74,11 +76,18 @@ def run(args: argparse.Namespace) -> int:
     from datacomp.pool.http import FetchConfig
     from datacomp.pool.hub import fetch_metadata, remote_size
     from datacomp.pool.resize import ImageConfig
+    from datacomp.storage import as_location
 
-    data_dir: Path = args.data_dir
+    data_dir = as_location(args.data_dir)
     metadata = args.metadata_dir or str(data_dir / "metadata")
-    shards = args.shards_dir or data_dir / "shards"
-    if args.metadata_dir is None:
+    shards = as_location(args.shards_dir) if args.shards_dir else data_dir / "shards"
+    if args.metadata_dir is None and not data_dir.is_local:
+        if not (data_dir / "metadata").isdir() or args.overwrite_metadata:
+            raise DataCompError(
+                f"{data_dir}: fetching the pool's metadata from the Hub writes local files; fetch it into a local "
+                "--data-dir with --skip-shards, upload metadata/ there, or pass --metadata-dir"
+            )
+    elif args.metadata_dir is None:
         mdir = Path(metadata)
         need_parquet = args.overwrite_metadata or not any(mdir.glob("*.parquet"))
         need_npz = args.download_npz and not any(mdir.glob("*.npz"))
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_shards:
         print(f"metadata in {metadata}; --skip-shards given, no images downloaded")
         return 0
-    if args.image_size <= 0 or args.thread_count <= 0 or args.processes_count <= 0:
+    if args.image_size <= 0 or args.thread_count <= 0 or (args.workers is not None and args.workers <= 0):
         raise DataCompError("--image-size, --thread-count and --processes-count must be positive")
     image = ImageConfig(image_size=args.image_size, resize_mode=args.resize_mode,
                         resize_only_if_bigger=not args.no_resize_only_if_bigger, encode_format=args.encode_format,
@@ -107,14 +116,15 @@ def run(args: argparse.Namespace) -> int:
                               verify_hash=args.verify_hash, progress=not args.no_progress)
     files = list_metadata(metadata)
     est = estimate_bytes(files, image)
-    shards.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(shards).free
+    shards.mkdirs()
+    free = shutil.disk_usage(shards.path).free if shards.is_local else None
     print(f"images: {est['rows']:,} rows in {est['files']} parquet(s); estimated shard size {_gb(est['bytes'])} "
-          f"(free: {_gb(free)}) -> {shards}")
-    if est["bytes"] > free and not args.yes:
+          f"(free: {_gb(free) if free is not None else 'object store'}) -> {shards}")
+    if free is not None and est["bytes"] > free and not args.yes:
         raise DataCompError(f"{shards}: estimated {_gb(est['bytes'])} needed but only {_gb(free)} free; "
                             "free space, choose another --data-dir, or pass --yes to start anyway")
-    summary = download(metadata, shards, options, processes=args.processes_count,
+    summary = download(metadata, shards.url, options, processes=args.workers or os.cpu_count() or 1,
+                       executor=executor_from(args),
                        skip_shards=tuple(args.exclude_shard), progress=not args.no_progress)
     _print_summary(console(), summary)
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", action="append", default=None, metavar="KEY=PATH",
                    help="weights for a bare --model architecture name (open_clip .pt or .safetensors)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=None)
+    add_executor_args(p)
     p.set_defaults(func=_run)
 
 
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
 
     models = parse_models(args.model, args.checkpoint, metadata_dir=args.metadata_dir)
     r = embed_pool(args.metadata_dir, args.shards, args.output_dir, models=models, workers=args.workers,
-                   batch_size=args.batch_size)
+                   batch_size=args.batch_size, executor=executor_from(args))
     print(f"embedded {r['rows']:,} rows ({r['with_image']:,} with an image) in {r['files']} file(s) "
           f"with {', '.join(m['key'] + '=' + m['name'] for m in r['models'])} -> {r['output_dir']}")
     return 0

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def signal_help() -> str:
@@ -68,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ss = p.add_subparsers(dest="filter_cmd", metavar="ACTION")
 
     q = add_parser(ss, "build-centroids", "k-means centroids of the pool's l14 image embeddings (faiss)")
-    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, required=True)
+    q.add_argument("--metadata-dir", "--metadata_dir", required=True)
     q.add_argument("--output", "--save_path", type=Path, required=True, help="centroids .npy (k, dim)")
     q.add_argument("--num-clusters", "--num_clusters", type=int, default=None,
                    help="k (default: pool size / 128, the original's 100k per 12.8M ratio, at most 100000)")
@@ -80,8 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--compat", action="store_true",
                    help="L2 k-means with sampling with replacement, as the original (default: spherical)")
-    q.add_argument("--signals-dir", type=Path, default=None)
-    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    q.add_argument("--signals-dir", default=None)
+    add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_build_centroids)
 
     q = add_parser(ss, "build-targets", "embed reference images (ImageNet-1k train) for image_based's --targets")
@@ -94,15 +95,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file (or --list them)")
     q.add_argument("--list", action="store_true", help="describe the registered signals and exit")
-    q.add_argument("--metadata-dir", "--metadata_dir", type=Path, default=None)
-    q.add_argument("--signals-dir", type=Path, default=None)
+    q.add_argument("--metadata-dir", "--metadata_dir", default=None)
+    q.add_argument("--signals-dir", default=None)
     q.add_argument("--groups", "--signals", default=None,
                    help="comma-separated signals (default: every registered one not reading image pixels)")
     q.add_argument("--synsets", type=Path, default=None)
     q.add_argument("--centroids", type=Path, default=None)
     q.add_argument("--compat", action="store_true")
     _signal_input_args(q)
-    q.add_argument("--workers", "--num_workers", type=int, default=None)
+    add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_signals)
 
     q = add_parser(ss, "list", "the registered filters (baselines, --plugin files, installed plug-ins)")
@@ -112,8 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="baseline or registered filter (see `datacomp filter list`)")
-    p.add_argument("--metadata-dir", "--metadata_dir", type=Path, help="the pool's metadata (parquet + npz)")
-    p.add_argument("--output", "--save_path", type=Path, help="subset file to write (.npy, sorted u8,u8)")
+    p.add_argument("--metadata-dir", "--metadata_dir", help="the pool's metadata (parquet + npz)")
+    p.add_argument("--output", "--save_path", help="subset file to write (.npy, sorted u8,u8)")
     p.add_argument("--threshold", type=float, default=None, help="CLIP-score threshold (clip_score filters)")
     p.add_argument("--fraction", type=float, default=None, help="keep this top fraction by CLIP score")
     p.add_argument("--arch", choices=("b32", "l14"), default=None, help="which CLIP score")
@@ -124,7 +125,7 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", default=None, help="SQL boolean expression over signal columns (DuckDB)")
     p.add_argument("--plugin", action="append", default=[], type=Path,
                    help="Python file registering filters (@register_filter) and signals (@register_signal); repeatable")
-    p.add_argument("--exclude-uids", type=Path, default=None,
+    p.add_argument("--exclude-uids", default=None,
                    help="subset file of uids to drop (e.g. from `datacomp dedup`)")
     p.add_argument("--synsets", type=Path, default=None,
                    help="text_based entity list: wnids or concept names (default: the world's concepts.txt, "
@@ -135,9 +136,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                         "in1k_clip_vit_l14_{0..4}.pt (default: the world's assets)")
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--signals-dir", type=Path, default=None, help="signals cache (default: <output dir>/signals)")
+    p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
     _signal_input_args(p, plugin=False)
-    p.add_argument("--workers", "--num_workers", type=int, default=None, help="parallel files (default: cores)")
+    add_executor_args(p, ("-j", "--workers", "--num_workers"), "parallel files (default: cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -176,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
         image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
         signals_dir=args.signals_dir, shards_dir=args.shards_dir, signal_assets=_assets(args.signal_asset),
-        workers=args.workers,
+        workers=args.workers, executor=executor_from(args),
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -213,6 +214,7 @@ def _build_centroids(args: argparse.Namespace) -> int:
         args.metadata_dir, args.output, num_clusters=args.num_clusters, embedding_key=args.embedding_key,
         sample_ratio=args.sample_ratio, caption_filter=not args.disable_caption_filtering, seed=args.seed,
         niter=args.niter, compat=args.compat, signals_dir=args.signals_dir, workers=args.workers,
+        executor=executor_from(args),
     )
     print(f"wrote {r['output']}: {r['num_clusters']} centroids of dim {r['dim']} from {r['points']:,} points")
     return 0
@@ -244,7 +246,7 @@ def _signals(args: argparse.Namespace) -> int:
     groups = None if args.groups is None else [g for g in args.groups.split(",") if g]
     r = compute_signals(args.metadata_dir, args.signals_dir, groups, synsets=args.synsets,
                         centroids=args.centroids, compat=args.compat, workers=args.workers,
-                        plugins=[str(p) for p in args.plugin], shards_dir=args.shards_dir,
+                        executor=executor_from(args), plugins=[str(p) for p in args.plugin], shards_dir=args.shards_dir,
                         signal_assets=_assets(args.signal_asset))
     print(f"signals for {r['rows']:,} rows in {r['files']} file(s) under {r['signals_dir']} "
           f"({r['computed_files']} file(s) computed now)")

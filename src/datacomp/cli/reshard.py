@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "undecoded. A killed run resumes when re-run with the same arguments."
         ),
     )
-    p.add_argument("-i", "--input-dir", type=Path, action="append", required=True,
+    p.add_argument("-i", "--input-dir", action="append", required=True,
                    help="dir of input shards (repeat for several); shards are found by listing")
-    p.add_argument("-o", "--output-dir", type=Path, required=True)
-    p.add_argument("-s", "--subset-file", type=Path, required=True, help="sorted u8,u8 uids (.npy or raw)")
+    p.add_argument("-o", "--output-dir", required=True)
+    p.add_argument("-s", "--subset-file", required=True, help="sorted u8,u8 uids (.npy or raw)")
     p.add_argument("--shard-size", type=int, default=10_000, help="samples per output shard")
     p.add_argument("--shuffle-bufsize", type=int, default=0,
                    help="shuffle buffer per output shard (0 keeps input order); also permutes input shards")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-copy", action="store_true",
                    help="write no shards: meta.json declares a training-time uid filter over the input shards")
     p.add_argument("--overwrite", action="store_true", help="delete everything in the output dir first")
-    p.add_argument("-j", "--workers", type=int, default=None, help="worker processes (default: all cores)")
+    add_executor_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         args.input_dir, args.output_dir, args.subset_file, shard_size=args.shard_size,
         shuffle_bufsize=args.shuffle_bufsize, seed=args.seed, blur=args.blur, blur_metadata=args.blur_metadata,
         blur_quality=args.blur_quality, overwrite=args.overwrite, workers=args.workers, no_copy=args.no_copy,
+        executor=executor_from(args),
         progress=not args.no_progress,
     )
     print(f"subset: {s['subset_uids']:,} uids ({s['subset_duplicates']:,} repeats)   "
@@ -52,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
           f"({s['input_shards_selected']:,} hold selected samples)")
     if s["missing_uids"]:
         print(f"missing: {s['missing_uids']:,} subset uids are not in the pool "
-              f"(listed in {Path(s['output_dir']) / 'missing_uids.txt'})")
+              f"(listed in {s['output_dir']}/missing_uids.txt)")
     if args.no_copy:
         print(f"no-copy: uid filter over {len(s['uid_filter']['shards']):,} shards "
-              f"({s['output_count']:,} samples) written to {Path(s['output_dir']) / 'meta.json'}")
+              f"({s['output_count']:,} samples) written to {s['output_dir']}/meta.json")
         return 0
     rate = f", {s['samples_per_s']:,.0f} samples/s, {s['mb_per_s']:,.1f} MB/s" if s.get("samples_per_s") else ""
     resumed = f" ({s['output_shards_resumed']} already complete)" if s.get("output_shards_resumed") else ""

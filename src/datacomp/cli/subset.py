@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from datacomp import uids as U
 from datacomp.cli import add_parser
@@ -14,36 +13,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     ss = p.add_subparsers(dest="subset_cmd", metavar="ACTION", required=True)
 
     q = add_parser(ss, "info", "count, sortedness, duplicates, first and last uid of a subset file")
-    q.add_argument("file", type=Path)
+    q.add_argument("file")
     q.set_defaults(func=_info)
 
     for name, doc in (("merge", "union"), ("intersect", "intersection"), ("diff", "first minus the others")):
         q = add_parser(ss, name, f"set {doc} of subset files (sorted, unique)")
-        q.add_argument("files", type=Path, nargs="+", help="input subset files (at least two)")
-        q.add_argument("-o", "--output", type=Path, required=True)
+        q.add_argument("files", nargs="+", help="input subset files (at least two)")
+        q.add_argument("-o", "--output", required=True)
         q.add_argument("--raw", action="store_true", help="write raw 16-byte records instead of .npy")
         q.set_defaults(func=_algebra, op=name)
 
     q = add_parser(ss, "from-parquet", "subset of the uids in a parquet column")
-    q.add_argument("files", type=Path, nargs="+")
+    q.add_argument("files", nargs="+")
     q.add_argument("--column", default="uid")
-    q.add_argument("-o", "--output", type=Path, required=True)
+    q.add_argument("-o", "--output", required=True)
     q.add_argument("--raw", action="store_true")
     q.set_defaults(func=_from_parquet)
 
     q = add_parser(ss, "from-text", "subset of a text file with one 32-hex uid per line")
-    q.add_argument("file", type=Path)
-    q.add_argument("-o", "--output", type=Path, required=True)
+    q.add_argument("file")
+    q.add_argument("-o", "--output", required=True)
     q.add_argument("--raw", action="store_true")
     q.set_defaults(func=_from_text)
 
     q = add_parser(ss, "to-text", "write a subset file's uids as 32-hex lines")
-    q.add_argument("file", type=Path)
-    q.add_argument("-o", "--output", type=Path, required=True)
+    q.add_argument("file")
+    q.add_argument("-o", "--output", required=True)
     q.set_defaults(func=_to_text)
 
     q = add_parser(ss, "sort", "sort a subset file in place (keeps duplicates)")
-    q.add_argument("file", type=Path)
+    q.add_argument("file")
     q.set_defaults(func=_sort)
 
 
@@ -104,7 +103,9 @@ def _to_text(args: argparse.Namespace) -> int:
 
 def _sort(args: argparse.Namespace) -> int:
     arr = U.read_subset(args.file, validate=False)
-    with open(args.file, "rb") as f:
+    from datacomp.storage import as_location
+
+    with as_location(args.file).open("rb") as f:
         raw = f.read(6) != U.NPY_MAGIC
     U.write_subset(args.file, arr, raw=raw)
     print(f"sorted {arr.size:,} uids in {args.file}")

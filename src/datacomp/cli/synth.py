@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from datacomp.cli import add_parser
+from datacomp.cli._common import add_executor_args, executor_from
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", type=Path, required=True, help="output directory")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--scale", choices=("full", "test"), default="full", help="task sizes (test: a quarter)")
-    ev.add_argument("--workers", type=int, default=1, help="processes")
+    add_executor_args(ev, workers_default=1)
     ev.set_defaults(func=run_eval_suite)
 
     w = add_parser(ss, "world", "write pool + evaluation suite + assets under one directory (reuses what exists)")
@@ -55,7 +56,7 @@ def _pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="tiny", help="tiny (60,000), test (4,000) or a number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="url column = BASE_URL/<uid>.jpg")
-    p.add_argument("--workers", type=int, default=None, help="processes (default: one per core)")
+    add_executor_args(p)
 
 
 def _print(summary: dict) -> None:
@@ -65,7 +66,8 @@ def _print(summary: dict) -> None:
 def run_pool(args: argparse.Namespace) -> int:
     from datacomp.synth.pool import make_pool
 
-    s = make_pool(args.out, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers)
+    s = make_pool(args.out, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
+                  executor=executor_from(args))
     _print({k: v for k, v in s.items() if k != "config"})
     return 0
 
@@ -73,7 +75,8 @@ def run_pool(args: argparse.Namespace) -> int:
 def run_eval_suite(args: argparse.Namespace) -> int:
     from datacomp.synth.evalsuite import make_eval_suite
 
-    _print(make_eval_suite(args.out, seed=args.seed, scale=args.scale, workers=args.workers))
+    _print(make_eval_suite(args.out, seed=args.seed, scale=args.scale, workers=args.workers,
+                            executor=executor_from(args)))
     return 0
 
 
@@ -81,7 +84,7 @@ def run_world(args: argparse.Namespace) -> int:
     from datacomp.synth.world import make_world
 
     w = make_world(args.out, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
-                   eval_scale=args.eval_scale)
+                   eval_scale=args.eval_scale, executor=executor_from(args))
     _print({"root": w.root, "metadata": w.metadata, "shards": w.shards, "eval_suite": w.eval_suite,
             "assets": w.assets})
     return 0

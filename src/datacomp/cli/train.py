@@ -22,11 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DataComp scale (tiny: the embedded CPU scale)")
     p.add_argument("--data-dir", "--data_dir", required=True,
                    help="shard dir(s) or .tar file(s), several separated by '::' (reshard outputs, img2dataset shards)")
-    p.add_argument("--output-dir", "--output_dir", type=Path, required=True, help="where <exp-name>/ is written")
+    p.add_argument("--output-dir", "--output_dir", required=True,
+                   help="where <exp-name>/ is written (a local directory)")
     p.add_argument("--exp-name", "--exp_name", default=None, help="experiment name (default: <scale>_scale)")
     p.add_argument("--data-weights", "--data_weights", default=None,
                    help="'::'-separated sampling weight per data dir (multiplies each shard's probability)")
-    p.add_argument("--uid-filter", type=Path, default=None,
+    p.add_argument("--uid-filter", default=None,
                    help="train only on samples whose uid is in this subset file (.npy), without resharding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None,
@@ -54,7 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from datacomp.errors import DataCompError
+    from datacomp.storage import is_url
     from datacomp.train import TrainConfig, train
+
+    if is_url(args.output_dir):  # checkpoints, logs and resume read and write local files
+        raise DataCompError(
+            f"--output-dir {args.output_dir}: training writes checkpoints to a local directory; "
+            "pass a local path and copy the run dir to the bucket afterwards (shards may be read from URLs)"
+        )
+    args.output_dir = Path(args.output_dir)
 
     overrides = {"accum_freq": args.accum_freq, "grad_clip_norm": args.grad_clip_norm}
     if args.workers is not None:

@@ -5,10 +5,19 @@ under temporary names, renames them, and returns a small stats dict; the engine 
 task's completion marker. Resume is therefore "skip tasks whose marker exists".
 """
 
-from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, run_tasks
-from datacomp.engine.local import LocalExecutor, ParentAndPoolExecutor, ThreadExecutor, get_executor
+from datacomp.engine.base import Executor, Task, TaskResult, completed_tasks, is_done, is_url, mark_done, run_tasks
+from datacomp.engine.local import (
+    EXECUTORS,
+    LocalExecutor,
+    ParentAndPoolExecutor,
+    ThreadExecutor,
+    get_executor,
+    is_distributed,
+    resolve_executor,
+)
 
 __all__ = [
+    "EXECUTORS",
     "Executor",
     "LocalExecutor",
     "ParentAndPoolExecutor",
@@ -17,5 +26,10 @@ __all__ = [
     "ThreadExecutor",
     "completed_tasks",
     "get_executor",
+    "is_distributed",
+    "is_done",
+    "is_url",
+    "mark_done",
+    "resolve_executor",
     "run_tasks",
 ]

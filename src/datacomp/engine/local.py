@@ -8,7 +8,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures import Executor as Executor_
 from typing import Any
@@ -143,12 +143,44 @@ def _bounded_imap(pool: Executor_, tasks: Sequence[Task], workers: int
             yield t, stats, sec
 
 
-def get_executor(name: str = "local", workers: int | None = None) -> Executor:
-    """The executor by name: ``local`` (processes), ``threads``; ``ray`` plugs in behind the same interface."""
+EXECUTORS = ("local", "threads", "ray")
+
+
+def get_executor(name: str | None = None, workers: int | None = None, address: str | None = None) -> Executor:
+    """The executor by name: ``local`` (processes), ``threads``, ``ray`` (``address``: a running
+    cluster; default ``DATACOMP_RAY_ADDRESS``, else a local one). ``None``: ``DATACOMP_EXECUTOR``,
+    else ``local``."""
+    name = name or os.environ.get("DATACOMP_EXECUTOR") or "local"
     if name == "local":
         return LocalExecutor(workers)
     if name == "threads":
         return ThreadExecutor(workers)
+    if name == "ray":
+        from datacomp.engine.ray import RayExecutor
+
+        return RayExecutor(workers, address)
     from datacomp.errors import DataCompError
 
-    raise DataCompError(f"unknown executor {name!r}: choose 'local' or 'threads'")
+    raise DataCompError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)} "
+                        "(--executor or DATACOMP_EXECUTOR)")
+
+
+def resolve_executor(executor: str | Executor | None, workers: int | None = None,
+                     default: Callable[[int | None], Executor] | None = None) -> Executor:
+    """What a step runs its tasks on.
+
+    ``executor``: an executor (used as is), a name, or None (``DATACOMP_EXECUTOR``, else local).
+    ``default``: the step's own fast local choice (threads for GIL-free tasks, the parent beside a
+    pool for costly imports), used when the user asked for ``local`` or nothing.
+    """
+    if executor is not None and not isinstance(executor, str):
+        return executor
+    name = executor or os.environ.get("DATACOMP_EXECUTOR") or "local"
+    if name == "local" and default is not None:
+        return default(workers)
+    return get_executor(name, workers)
+
+
+def is_distributed(executor: Executor) -> bool:
+    """True for executors whose tasks may run on other machines (so nothing may be passed in memory)."""
+    return type(executor).__name__ == "RayExecutor"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datacomp.errors import DataCompError, MissingDependencyError
-from datacomp.io import atomic_path
+from datacomp.storage import as_location
 
 log = logging.getLogger(__name__)
 CHUNK = 8192
@@ -39,6 +39,10 @@ def load_matrix(path: str | os.PathLike[str], what: str) -> np.ndarray:
     is refused. ``.pt`` files load with ``weights_only=True`` (tensors, containers and plain numpy
     arrays only), so a crafted file cannot run code. Non-finite values are refused.
     """
+    loc = as_location(path)
+    if not loc.is_local and loc.isfile():  # (a URL: read from a temporary local copy)
+        with loc.local_copy() as local:
+            return load_matrix(local, what)
     path = Path(path)
     if path.is_dir():
         parts = _target_parts(path, what)
@@ -223,10 +227,9 @@ def kmeans(x: np.ndarray, k: int, niter: int = 20, seed: int = 0, spherical: boo
 
 
 def save_centroids(path: str | os.PathLike[str], centroids: np.ndarray) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with as_location(path).atomic_open("wb") as f:  # (a local path or a URL)
         np.save(f, centroids.astype(np.float32), allow_pickle=False)
-    return path
+    return as_location(path).local_path or path  # type: ignore[return-value]
 
 
 def build_centroids(
@@ -241,6 +244,7 @@ def build_centroids(
     compat: bool = False,
     signals_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
+    executor: object = None,  # an engine Executor, a name, or None (see engine.resolve_executor)
 ) -> dict[str, object]:
     """The original's clustering recipe (spec §2.4) over a pool's embeddings; writes ``(k, d)`` npy.
 
@@ -248,7 +252,7 @@ def build_centroids(
     sample drawn without replacement. ``compat``: L2 k-means on ``np.random.choice`` samples drawn
     with replacement, as the original (seeded here; the original's workers were not).
     """
-    from datacomp.engine import Task, get_executor, run_tasks
+    from datacomp.engine import Task, resolve_executor, run_tasks
     from datacomp.filters import metadata as md
     from datacomp.filters.signals import (
         SignalConfig,
@@ -259,12 +263,12 @@ def build_centroids(
     )
 
     files = md.list_parquets(metadata_dir)
-    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir or default_signals_dir(output))
     cfg = SignalConfig(str(sdir))
     if caption_filter:
         groups = groups_for(["lang", "ft_tokens", "text_chars"])
         tasks = [Task(f.stem, signals_task, (str(f), groups, cfg), weight=1) for f in files]
-        run_tasks(tasks, get_executor("local", workers), desc="caption signals", unit="file")
+        run_tasks(tasks, resolve_executor(executor, workers), desc="caption signals", unit="file")
     parts = []
     legacy = np.random.RandomState(seed)
     dim = None

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from datacomp.artifacts import IMAGE_EXTS, is_embedded_world, summary_path
-from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters.embed import ModelSpec, embed_images, load
@@ -121,6 +121,7 @@ def dedup(
     embedding_key: str = "l14_img",
     tasks: list[str] | None = None,
     workers: int | None = None,
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the uids of pool samples near-duplicating an evaluation image (sorted ``u8,u8`` .npy).
@@ -155,7 +156,7 @@ def dedup(
     else:
         ref, task_idx, names = cached
     tasks = [Task(f.stem, dedup_task, (str(f), str(work), str(ref_file), threshold, embedding_key)) for f in files]
-    res = run_tasks(tasks, get_executor("local", workers), desc="dedup", unit="file", progress=progress)
+    res = run_tasks(tasks, resolve_executor(executor, workers), desc="dedup", unit="file", progress=progress)
     parts, per_task, sims = [], np.zeros(len(names), np.int64), []
     for f in files:
         with np.load(work / f"{f.stem}.npz") as z:

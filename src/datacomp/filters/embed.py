@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datacomp.artifacts import IMAGE_EXTS, is_embedded_world, read_world_marker, world_assets, write_world_marker
-from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters.pixels import lookup_sorted
@@ -238,6 +238,7 @@ def embed_pool(
     models: tuple[ModelSpec, ...] | None = None,
     workers: int | None = None,
     batch_size: int = 256,
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Embed a pool's images (from its shards) and captions; write parquet + npz per metadata file.
@@ -255,12 +256,12 @@ def embed_pool(
     if out.resolve() == Path(metadata_dir).resolve():
         raise DataCompError(f"{out}: write the embedded metadata to a new folder, not over the input")
     work = out / ".embed-work"
-    if workers is None:
+    if workers is None and executor in (None, "local"):
         from datacomp.models import default_device
 
         if default_device() == "cuda":  # one process feeds the GPU in batches; more would only share it
             workers = 1
-    exe = get_executor("local", workers)
+    exe = resolve_executor(executor, workers)
     run_tasks([Task(t.stem, shard_task, (str(t), str(work), models), {"batch": batch_size}) for t in tars],
               exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
     res = run_tasks([Task(f.stem, metadata_task, (str(f), str(work), str(out), models)) for f in files],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from collections.abc import Iterable
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datacomp.errors import DataCompError
+from datacomp.storage import Location, as_location, parquet_file
+
+PathLike = str | os.PathLike[str] | Location
 
 # Column -> predicate on its Arrow type, and the type the spec (§3.1) gives it.
 EXPECTED: dict[str, tuple[str, object]] = {
@@ -25,25 +28,29 @@ EXPECTED: dict[str, tuple[str, object]] = {
 }
 
 
-def list_parquets(metadata_dir: str | os.PathLike[str]) -> list[Path]:
-    """The pool's metadata parquet files, sorted by name (one task each)."""
-    d = Path(metadata_dir)
-    if not d.is_dir():
+def list_parquets(metadata_dir: PathLike) -> list[Path | Location]:
+    """The pool's metadata parquet files (local or at a storage URL), sorted by name (one task each)."""
+    d = as_location(metadata_dir)
+    if not d.isdir():
+        d.check_bucket()
         raise DataCompError(f"{d}: metadata directory not found")
-    files = sorted(p for p in d.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+    files = [p.native for p in d.ls("*.parquet") if not p.name.startswith(".")]
     if not files:
         raise DataCompError(f"{d}: no .parquet files; point --metadata-dir at the pool's metadata folder")
     return files
 
 
-def read_schema(path: Path) -> pa.Schema:
+def read_schema(path: PathLike) -> pa.Schema:
     try:
-        return pq.read_schema(path)
+        with parquet_file(path) as f:
+            return f.schema_arrow
+    except DataCompError:
+        raise
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
         raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
 
 
-def check_columns(path: Path, schema: pa.Schema, columns: Iterable[str]) -> None:
+def check_columns(path: PathLike, schema: pa.Schema, columns: Iterable[str]) -> None:
     """Raise if a needed column is missing or has the wrong type."""
     for col in columns:
         if col not in schema.names:
@@ -58,55 +65,64 @@ def check_columns(path: Path, schema: pa.Schema, columns: Iterable[str]) -> None
             )
 
 
-def read_parquet(path: Path, columns: list[str]) -> pa.Table:
+def read_parquet(path: PathLike, columns: list[str]) -> pa.Table:
     """The columns of one parquet file, via ``ParquetFile``.
 
     ``pq.read_table`` goes through ``pyarrow.dataset``, whose import pulls in pandas when it is
     installed (about 0.4 s per process); a filter task needs neither.
     """
-    with pq.ParquetFile(path) as f:
+    with parquet_file(path) as f:
         return f.read(columns=columns)
 
 
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
+def read_columns(path: PathLike, columns: list[str]) -> pa.Table:
     """Read (and check) the given columns of one metadata parquet."""
-    try:
-        f = pq.ParquetFile(path)
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
-        raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
-    with f:
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(parquet_file(path))
+        except DataCompError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+            raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
         check_columns(path, f.schema_arrow, columns)
         try:
             return f.read(columns=columns)
         except Exception as e:  # noqa: BLE001
             raise DataCompError(f"{path}: cannot read columns {columns} ({type(e).__name__}: {e})") from None
+    raise AssertionError("unreachable")
 
 
-def num_rows(path: Path) -> int:
+def num_rows(path: PathLike) -> int:
     try:
-        return pq.ParquetFile(path).metadata.num_rows
+        with parquet_file(path) as f:
+            return f.metadata.num_rows
+    except DataCompError:
+        raise
     except Exception as e:  # noqa: BLE001
         raise DataCompError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
 
 
-def npz_path(parquet: Path) -> Path:
-    return parquet.with_suffix(".npz")
+def npz_path(parquet: PathLike) -> Path | Location:
+    return as_location(parquet).with_suffix(".npz").native
 
 
-def read_embeddings(parquet: Path, key: str, rows: int | None = None, dtype: type = np.float32,
+def read_embeddings(parquet: PathLike, key: str, rows: int | None = None, dtype: type = np.float32,
                     dim: int | None = None, dim_source: str = "") -> np.ndarray:
     """One embedding array of the npz beside ``parquet``, checked: numbers, row-aligned with the
     parquet, all finite, and ``dim`` columns when given (``dim_source`` names what sets it)."""
-    path = npz_path(parquet)
-    if not path.is_file():
+    parquet = as_location(parquet)
+    path = as_location(npz_path(parquet))
+    if not path.isfile():
         raise DataCompError(
             f"{path}: embeddings file not found; compute it with `datacomp embed --metadata-dir {parquet.parent}`"
         )
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if key not in z.files:
-                raise DataCompError(f"{path}: no array {key!r} (has: {', '.join(z.files)})")
-            arr = z[key]
+        with contextlib.ExitStack() as stack:  # a remote npz is read through a seekable stream
+            src = path.local_path if path.is_local else stack.enter_context(path.open("rb"))
+            with np.load(src, allow_pickle=False) as z:
+                if key not in z.files:
+                    raise DataCompError(f"{path}: no array {key!r} (has: {', '.join(z.files)})")
+                arr = z[key]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataCompError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from None
     if arr.ndim != 2:

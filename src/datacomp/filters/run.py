@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from datacomp.artifacts import SUMMARY_MD_SUFFIX, summary_path, world_assets
-from datacomp.engine import ParentAndPoolExecutor, Task, ThreadExecutor, get_executor, run_tasks
+from datacomp.artifacts import summary_path, world_assets
+from datacomp.engine import Executor, ParentAndPoolExecutor, Task, ThreadExecutor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters import threshold as th
@@ -40,8 +39,9 @@ from datacomp.filters.signals import (
     signal_state,
     signals_task,
 )
-from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic
-from datacomp.uids import UID_DTYPE, isin, read_subset, sort_order, uids_to_hex, write_subset
+from datacomp.io import file_fingerprint, locks_output, write_json_atomic
+from datacomp.storage import Location, as_location
+from datacomp.uids import UID_DTYPE, merge_subset_files, read_subset, sort_uids
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def run_filter(
     shards_dir: str | os.PathLike[str] | None = None,
     signal_assets: dict[str, str] | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Select a subset of the pool with a baseline, a registered filter and/or an SQL ``where``.
@@ -106,17 +106,18 @@ def run_filter(
     folder of temporaries.
     """
     started = time.time()
-    metadata_dir = Path(metadata_dir)
-    output = Path(output)
+    metadata_dir = as_location(metadata_dir)
+    output = as_location(output)
+    output.check_bucket()  # before any work: a missing bucket is one line now, not after the tasks
     load_plugins(list(plugins))
     if name is None and not where:
         raise DataCompError("give a filter --name, a --where expression, or both")
     fdef = get_filter(name) if name else None
     check_args(name, fdef, threshold, fraction, arch, image_based_scale)
     files = md.list_parquets(metadata_dir)
-    sdir = Path(signals_dir) if signals_dir else default_signals_dir(output)
+    sdir = as_location(signals_dir or default_signals_dir(output))
     assets = world_assets(metadata_dir)
-    exe = get_executor(executor, workers)
+    exe = resolve_executor(executor, workers, ThreadExecutor)  # (the passes below are GIL-free reads)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
 
     # Inputs of the parameterised signals (named assets, the pool's shards for pixel signals).
@@ -128,7 +129,7 @@ def run_filter(
     centroids_file = None
     if fdef and fdef.image_based or "centroids" in needs:
         centroids_file = _resolve_centroids(
-            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers)
+            centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
     pixels = [g for g in wanted if get_signal(g).images]
     cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
                        str(centroids_file) if centroids_file else None, extra=dict(signal_assets or {}),
@@ -151,22 +152,12 @@ def run_filter(
     total = int(sum(rows))
     if fraction is not None:
         col = f"clip_{arch}_similarity_score"
-
-        def read_scores(f: Path) -> np.ndarray:
-            return md.read_columns(f, [col]).column(col).to_numpy(zero_copy_only=False)
-
-        def read_uids(f: Path) -> np.ndarray:
-            t = load_columns(f, ["uid_f0", "uid_f1"], None)
-            u = np.empty(t.num_rows, UID_DTYPE)
-            u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
-            return u
-
         if total == 0:
             cut = th.Cut(np.inf, 0)
         elif compat:
-            cut = th.compat_cut(read_scores, files, total, fraction)
+            cut = th.compat_cut(files, col, total, fraction, exe)
         else:
-            cut = th.exact_cut(read_scores, read_uids, files, total, fraction)
+            cut = th.exact_cut(files, col, total, fraction, exe)
         params = replace(params, cut=cut, threshold=cut.threshold)
         log.info("fraction %.4g of %d rows -> threshold %.6g", fraction, total, cut.threshold)
 
@@ -192,22 +183,10 @@ def run_filter(
         Task(f.stem, filter_task, (str(f), str(work), name, where, params, cfg, list(plugins)), weight=n)
         for f, n in zip(files, rows)
     ]
-    if executor != "local":
-        fexe = exe
-    else:
-        fexe = ParentAndPoolExecutor(exe.workers) if cold else ThreadExecutor(exe.workers)
-    results = run_tasks(tasks, fexe, state_dir=work / "state", desc=f"filter {name or WHERE}", unit="row",
+    fexe = resolve_executor(executor, exe.workers, ParentAndPoolExecutor if cold else ThreadExecutor)
+    results = run_tasks(tasks, fexe, state_dir=str(work / "state"), desc=f"filter {name or WHERE}", unit="row",
                         progress=progress)
 
-    kept_parts = [np.load(work / "kept" / f"{f.stem}.npy") for f in files]
-    kept = np.concatenate(kept_parts) if kept_parts else np.zeros(0, UID_DTYPE)
-    order = sort_order(kept)  # sorted once: for the duplicate check and the subset file
-    kept = kept[order]
-    dups = duplicate_uids(kept, order, [p.size for p in kept_parts], files)
-    if dups is not None:
-        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s and %s); the subset "
-                    "lists each once", dups["count"], dups["example"], *dups["files"])
-        kept = kept[dups.pop("first")]
     removed: dict[str, int] = {}
     failing: dict[str, int] = {}
     for r in results:
@@ -215,20 +194,25 @@ def run_filter(
             removed[k] = removed.get(k, 0) + int(v)
         for k, v in r.stats["failing"].items():
             failing[k] = failing.get(k, 0) + int(v)
+    # Each task wrote its kept uids sorted; a streaming k-way merge writes the subset (bounded memory).
+    excl = read_subset(exclude_uids, validate=False) if exclude_uids else None
+    merged = merge_subset_files([work / "kept" / f"{f.stem}.npy" for f in files], output, excl)
+    n_kept = merged.written
+    dups = None
+    if merged.duplicates:  # the format is sorted and unique: each uid is written once
+        dups = {"count": merged.duplicates, "example": merged.example,
+                "files": [next(f.name for f in files if f"{f.stem}.npy" == as_location(p).name) for p in merged.files]}
+        log.warning("%d kept uid(s) appear more than once in the metadata (e.g. %s in %s); the subset "
+                    "lists each once", dups["count"], dups["example"], " and ".join(dups["files"]))
     if exclude_uids:
-        excl = read_subset(exclude_uids, validate=False)
-        drop = isin(kept, excl)
-        removed["excluded"] = int(drop.sum())
-        failing["excluded"] = int(drop.sum())
-        kept = kept[~drop]
-    write_subset(output, kept, sort=False)
+        removed["excluded"] = failing["excluded"] = merged.excluded
     summary = {
         "name": name or WHERE,
         "mode": "compat" if compat else "default",
         "output": str(output),
         "pool_size": total,
-        "kept": int(kept.shape[0]),
-        "fraction": (kept.shape[0] / total) if total else 0.0,
+        "kept": n_kept,
+        "fraction": (n_kept / total) if total else 0.0,
         "removed": removed,
         "failing": failing,
         "threshold": params.threshold if params.threshold is None or np.isfinite(params.threshold) else None,
@@ -237,32 +221,15 @@ def run_filter(
         "config": config,
         "signals_dir": str(sdir),
         "files": len(files),
+        "executor": type(fexe).__name__,
         "inputs": [file_fingerprint(f) for f in files],
         "exclude_uids": str(exclude_uids) if exclude_uids else None,
         "seconds": round(time.time() - started, 3),
     }
     write_json_atomic(summary_path(output), summary)
-    with atomic_path(Path(output).with_suffix(SUMMARY_MD_SUFFIX)) as tmp:
-        tmp.write_text(summary_markdown(summary))
-    shutil.rmtree(work, ignore_errors=True)
+    as_location(summary_path(output)).with_suffix(".md").write_text(summary_markdown(summary))
+    work.rm(recursive=True)
     return summary
-
-
-def duplicate_uids(uids: np.ndarray, order: np.ndarray, sizes: list[int], files: list[Path]
-                   ) -> dict[str, Any] | None:
-    """Uids listed more than once across (or within) the files: the number of extra rows, one example
-    uid and the two files holding it, and ``first`` (a mask keeping each uid once); None when unique.
-
-    ``uids``: the files' uids concatenated then sorted by ``order``; ``sizes``: rows per file.
-    """
-    same = (uids["f0"][1:] == uids["f0"][:-1]) & (uids["f1"][1:] == uids["f1"][:-1])
-    if not same.any():
-        return None
-    src = np.repeat(np.arange(len(sizes)), sizes)[order]
-    i = int(np.flatnonzero(same)[0])
-    a, b = sorted((int(src[i]), int(src[i + 1])))
-    return {"count": int(same.sum()), "example": str(uids_to_hex(uids[i : i + 1])[0]),
-            "files": [files[a].name, files[b].name], "first": np.r_[True, ~same]}
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
@@ -274,7 +241,7 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     only for them; their ``failing`` count is among those rows.
     """
     load_plugins(plugins)
-    f = Path(parquet)
+    f = as_location(parquet)
     fdef = get_filter(name) if name else None
     cols = list(columns_needed(fdef, params)) if fdef else []
     wcols = where_columns(where) if where else []
@@ -311,8 +278,8 @@ def filter_task(parquet: str, work: str, name: str | None, where: str | None, pa
     uids = np.empty(k, UID_DTYPE)
     f0, f1 = table["uid_f0"].to_numpy(), table["uid_f1"].to_numpy()
     uids["f0"], uids["f1"] = (f0, f1) if k == n else (f0[keep], f1[keep])
-    out = Path(work) / "kept" / f"{f.stem}.npy"
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+    uids = sort_uids(uids)  # (sorted here, in parallel; the driver only merges)
+    with (as_location(work) / "kept" / f"{f.stem}.npy").atomic_open("wb") as fh:
         np.save(fh, uids, allow_pickle=False)
     return {"rows": n, "kept": k, "removed": removed, "failing": failing}
 
@@ -326,7 +293,7 @@ def _with_nulls(table: Any, columns: list[str]) -> Any:
     return table
 
 
-def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
+def where_mask(table: Any, where: str, source: Path | Location) -> np.ndarray:
     """Rows where the SQL expression (run by DuckDB over the signal columns) is true.
 
     NaN in a float column becomes NULL first: DuckDB orders NaN above every number (``NaN > 0.3``
@@ -357,18 +324,20 @@ def where_mask(table: Any, where: str, source: Path) -> np.ndarray:
     return mask
 
 
-def resolve_shards_dir(shards_dir: str | os.PathLike[str] | None, metadata_dir: Path, signals: list[str]) -> Path:
-    """The pool's shards folder for signals reading pixels: given, else ``<metadata-dir>/../shards`` if it exists."""
+def resolve_shards_dir(shards_dir: str | os.PathLike[str] | None, metadata_dir: Path | Location,
+                       signals: list[str]) -> Path:
+    """The pool's (local) shards folder for signals reading pixels: given, else ``<metadata-dir>/../shards``."""
     if shards_dir:
         d = Path(shards_dir)
         if not d.is_dir():
-            raise DataCompError(f"{d}: --shards-dir not found (the pool's folder of .tar shards)")
+            raise DataCompError(f"{d}: --shards-dir not found (the pool's local folder of .tar shards)")
         return d
-    d = metadata_dir.resolve().parent / "shards"
-    if d.is_dir():
+    local = as_location(metadata_dir).local_path
+    d = local.resolve().parent / "shards" if local is not None else None
+    if d is not None and d.is_dir():
         return d
-    raise DataCompError(f"signal(s) {', '.join(signals)} read image pixels: pass the pool's shards with --shards-dir "
-                        f"(no {d})")
+    raise DataCompError(f"signal(s) {', '.join(signals)} read image pixels: pass the pool's shards with --shards-dir"
+                        + (f" (no {d})" if d is not None else ""))
 
 
 def _resolve_synsets(synsets: str | os.PathLike[str] | None, assets: Path | None) -> Path:
@@ -393,11 +362,11 @@ def _resolve_targets(targets: str | os.PathLike[str] | None, assets: Path | None
     )
 
 
-def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Path,
-                       sdir: Path, compat: bool, num_clusters: int | None, seed: int,
-                       workers: int | None) -> Path:
+def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | None, metadata_dir: Location,
+                       sdir: Location, compat: bool, num_clusters: int | None, seed: int,
+                       workers: int | None, executor: str | Executor | None = None) -> Path | Location:
     if centroids:
-        return Path(centroids)
+        return as_location(centroids)
     if scale:
         p = Path.home() / ".cache" / "datacomp" / f"{scale}_centroids_l14.pt"
         if not p.is_file():
@@ -412,10 +381,10 @@ def _resolve_centroids(centroids: str | os.PathLike[str] | None, scale: str | No
     kind = "l2" if compat else "spherical"
     pool = hashlib.sha256(str(metadata_dir.resolve()).encode()).hexdigest()[:8]
     path = sdir / f"centroids-auto-{pool}-{kind}-k{num_clusters or 'auto'}-s{seed}.npy"
-    if not path.is_file():
+    if not path.isfile():
         log.info("no --centroids given: building them from the pool's l14 embeddings into %s", path)
         build_centroids(metadata_dir, path, num_clusters=num_clusters, seed=seed, compat=compat,
-                        signals_dir=sdir, workers=workers)
+                        signals_dir=sdir, workers=workers, executor=executor)
     return path
 
 
@@ -447,7 +416,7 @@ def compute_signals(
     num_clusters: int | None = None,
     seed: int = 0,
     workers: int | None = None,
-    executor: str = "local",
+    executor: str | Executor | None = None,
     progress: bool = True,
     plugins: list[str] | tuple[str, ...] = (),
     shards_dir: str | os.PathLike[str] | None = None,
@@ -463,8 +432,8 @@ def compute_signals(
     load_plugins(list(plugins))
     names = [s.name for s in list_signals()]
     groups = [s.name for s in list_signals() if not s.images] if groups is None else list(groups)
-    metadata_dir = Path(metadata_dir)
-    sdir = Path(signals_dir)
+    metadata_dir = as_location(metadata_dir)
+    sdir = as_location(signals_dir)
     unknown = [g for g in groups if g not in names]
     if unknown:
         raise DataCompError(f"unknown signal(s) {unknown}; choose from {', '.join(names)}")
@@ -472,7 +441,7 @@ def compute_signals(
     assets = world_assets(metadata_dir)
     needs = {a for g in groups for a in get_signal(g).assets}
     syn = _resolve_synsets(synsets, assets) if "synsets" in needs else None
-    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers)
+    cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
            if "centroids" in needs else None)
     pixels = [g for g in groups if get_signal(g).images]
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None,
@@ -481,8 +450,8 @@ def compute_signals(
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg, list(plugins)), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
-    exe = get_executor(executor, workers)
-    results = run_tasks(tasks, ParentAndPoolExecutor(exe.workers) if executor == "local" else exe,
+    exe = resolve_executor(executor, workers, lambda w: ParentAndPoolExecutor(w or os.cpu_count() or 1))
+    results = run_tasks(tasks, exe,
                         desc="signals", unit="row", progress=progress)
     return {"files": len(files), "rows": int(sum(rows)), "computed_files": len(results), "groups": list(groups),
             "signals_dir": str(sdir), "synsets": cfg.synsets_file, "centroids": cfg.centroids_file}

@@ -39,6 +39,7 @@ from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters.registry import SignalDef, get_signal, list_signals, signal_of
 from datacomp.io import atomic_path
+from datacomp.storage import Location, as_location
 from datacomp.uids import UID_DTYPE, hex_to_uids
 
 log = logging.getLogger(__name__)
@@ -121,20 +122,20 @@ class SignalConfig:
             raise DataCompError(f"the {signal or name} signal needs the {name} file ({flag})")
         return path
 
-    def group_dir(self, group: str) -> Path:
+    def group_dir(self, group: str) -> Location:
         """``<signals_dir>/<signal>[-<params>][-<hash of each asset>]``."""
         sig = get_signal(group)
         parts = [sig.name]
         if sig.params is not None:
             parts.append(str(sig.params(self)))
         parts += [_file_hash(self.asset(a, sig.name)) for a in sig.assets]
-        return Path(self.signals_dir) / "-".join(parts)
+        return as_location(self.signals_dir) / "-".join(parts)
 
 
 @functools.lru_cache(maxsize=16)
 def _file_hash_cached(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_location(path).open("rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()[:12]
@@ -142,11 +143,11 @@ def _file_hash_cached(path: str, size: int, mtime_ns: int) -> str:
 
 def _file_hash(path: str) -> str:
     """Content hash naming a parameterised group's folder (memoised per path, size and mtime)."""
-    p = Path(path)
-    if not p.is_file():
+    p = as_location(path)
+    if not p.isfile():
         raise DataCompError(f"{p}: file not found")
-    st = p.stat()
-    return _file_hash_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    st = p.info()
+    return _file_hash_cached(str(p.resolve()), st["bytes"], st["mtime_ns"])
 
 
 def groups_for(columns: list[str] | tuple[str, ...]) -> list[str]:
@@ -168,26 +169,27 @@ def meta_columns_for(columns: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _signal_path(cfg: SignalConfig, group: str, parquet: Path) -> Path:
-    return cfg.group_dir(group) / f"{parquet.stem}.parquet"
+def _signal_path(cfg: SignalConfig, group: str, parquet: Path | Location) -> Location:
+    return cfg.group_dir(group) / f"{as_location(parquet).stem}.parquet"
 
 
-def _source_tag(parquet: Path) -> str:
-    """Identity of the metadata file a signal file was computed from (path, size, mtime)."""
-    st = parquet.stat()
-    return f"{parquet.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+def _source_tag(parquet: Path | Location) -> str:
+    """Identity of the metadata file a signal file was computed from (path, size, mtime or ETag)."""
+    loc = as_location(parquet)
+    st = loc.info()
+    return f"{loc.resolve()}:{st['bytes']}:{st.get('etag') or st['mtime_ns']}"
 
 
-def _state(path: Path, parquet: Path, group: str | None = None) -> str:
+def _state(path: Location, parquet: Path | Location, group: str | None = None) -> str:
     """``"full"``, ``"partial"`` (a row-lazy group with rows not computed yet) or ``"missing"``.
 
     Missing also covers a file computed from another version of ``parquet`` (path, size, mtime),
     a torn or foreign file, and one of an older cache layout (without the group's columns).
     """
-    if not path.is_file():
+    if not path.isfile():
         return "missing"
     try:
-        schema = pq.read_schema(path)
+        schema = md.read_schema(path)
     except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
         return "missing"
     meta = schema.metadata or {}
@@ -425,8 +427,8 @@ def signals_task(parquet: str, groups: list[str], cfg: SignalConfig,
     from datacomp.filters.registry import load_plugins
 
     load_plugins(list(plugins))
-    computed = ensure_signals(Path(parquet), groups, cfg)
-    return {"rows": md.num_rows(Path(parquet)), "computed": computed}
+    computed = ensure_signals(as_location(parquet), groups, cfg)
+    return {"rows": md.num_rows(parquet), "computed": computed}
 
 
 def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: SignalConfig | None,
@@ -481,6 +483,6 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
     return pa.table({c: out[c] for c in columns})
 
 
-def default_signals_dir(output: str | os.PathLike[str]) -> Path:
-    """Beside the output: ``<output dir>/signals``."""
-    return Path(output).resolve().parent / "signals"
+def default_signals_dir(output: str | os.PathLike[str] | Location) -> Path | Location:
+    """Beside the output: ``<output dir>/signals`` (a local dir or a storage URL)."""
+    return (as_location(output).resolve().parent / "signals").native

@@ -20,12 +20,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from datacomp.engine import Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, is_distributed, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.io import output_lock, write_record
 from datacomp.pool.http import FetchConfig, Fetcher, FetchError
 from datacomp.pool.resize import ImageConfig, ImageError, process_image
 from datacomp.pool.shards import ShardWriter, sample_key, shard_name, stats_path
+from datacomp.storage import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -84,30 +85,24 @@ class ShardSpec:
 
 def list_metadata(location: str | Path) -> list[str]:
     """The parquet files of a local directory or fsspec URL, sorted by file name (img2dataset's order)."""
-    import fsspec
-
-    loc = str(location)
-    fs, root = fsspec.core.url_to_fs(loc)
-    if not fs.exists(root):
-        raise DataCompError(f"{loc}: metadata location not found (give a directory of .parquet files)")
-    if fs.isfile(root):
-        paths = [root]
-    else:
-        paths = [p for p in fs.find(root, maxdepth=1) if p.endswith(".parquet")]
+    loc = as_location(location).resolve()
+    if loc.isfile():
+        return [loc.url]
+    if not loc.isdir():
+        loc.check_bucket()
+        raise DataCompError(f"{location}: metadata location not found (give a directory of .parquet files)")
+    paths = [p.url for p in loc.ls("*.parquet")]
     if not paths:
-        raise DataCompError(f"{loc}: no .parquet files found")
-    proto = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    paths.sort(key=lambda p: p.rsplit("/", 1)[-1])
-    return [p if proto in ("file", "local") else f"{proto}://{p}" for p in paths]
+        raise DataCompError(f"{location}: no .parquet files found")
+    return paths
 
 
 def _parquet_file(path: str):  # noqa: ANN202 - pyarrow ParquetFile on any fsspec location
-    import fsspec
     import pyarrow.parquet as pq
 
-    fs, p = fsspec.core.url_to_fs(path)
+    loc = as_location(path)
     try:
-        return pq.ParquetFile(fs.open(p, "rb"))
+        return pq.ParquetFile(loc.path if loc.is_local else loc.open("rb"))
     except Exception as e:  # noqa: BLE001 - any reader error is the user's file
         raise DataCompError(f"{path}: not a readable parquet file ({e})") from None
 
@@ -205,7 +200,7 @@ def download_shard(spec: ShardSpec, output_dir: str, options: DownloadOptions) -
     """Write one output shard (idempotent: an existing ``_stats.json`` means done)."""
     import json
 
-    out = Path(output_dir)
+    out = as_location(output_dir)
     done = stats_path(out / f"{shard_name(spec.shard_id)}.tar")
     if done.exists():
         return {**json.loads(done.read_text()), "reused": True}
@@ -290,16 +285,19 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
 # ---------------------------------------------------------------- the step
 
 
-def _clean_stale(out: Path, state: Path) -> None:
+def _clean_stale(out: Location, state: Location) -> None:
     """Remove temporaries of killed runs and markers of shards whose stats file is gone."""
-    for p in out.iterdir():
+    if not out.isdir():
+        return
+    for p in out.ls():
         if _STALE_TMP.match(p.name):
-            p.unlink(missing_ok=True)
-    if state.is_dir():
+            p.rm()
+    if state.isdir():
+        stats = {p.name for p in out.ls("*_stats.json")}
         for m in state.glob("*.done.json"):
             name = m.name[: -len(".done.json")]
-            if not (out / f"{name}_stats.json").exists():
-                m.unlink(missing_ok=True)
+            if f"{name}_stats.json" not in stats:
+                m.rm()
 
 
 def download(
@@ -309,6 +307,7 @@ def download(
     processes: int = 1,
     skip_shards: tuple[int, ...] | None = None,
     progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> dict[str, Any]:
     """Download every row of the metadata parquets into shards under ``output_dir``; return the summary.
 
@@ -317,24 +316,27 @@ def download(
     """
     started = time.time()
     options = options or DownloadOptions()
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = as_location(output_dir).resolve()
+    out.check_bucket()
+    out.mkdirs()
     state = out / STATE_DIR
     with output_lock(out, out / ".download.lock"):  # released by the OS even on SIGKILL
         _clean_stale(out, state)
         # Inner per-shard bars only in-process: bars of several worker processes would overwrite each other.
-        options = replace(options, progress=progress and processes == 1)
+        ex = resolve_executor(executor, processes)
+        options = replace(options, progress=progress and processes == 1 and not is_distributed(ex))
         files = list_metadata(metadata_dir)
         specs = plan_shards(files, options)
         if skip_shards:
             specs = [s for s in specs if s.shard_id not in set(skip_shards)]
-        free = shutil.disk_usage(out).free
-        todo = [s for s in specs if not stats_path(out / f"{shard_name(s.shard_id)}.tar").exists()]
+        free = shutil.disk_usage(out.path).free if out.is_local else None
+        have = {p.name for p in out.ls("*_stats.json")} if out.isdir() else set()
+        todo = [s for s in specs if stats_path(out / f"{shard_name(s.shard_id)}.tar").name not in have]
         log.info("%d input file(s), %d shard(s) planned, %d to download", len(files), len(specs), len(todo))
         tasks = [
             Task(shard_name(s.shard_id), download_shard, (s, str(out), options), weight=s.stop - s.start) for s in specs
         ]
-        results = run_tasks(tasks, get_executor("local", processes), state_dir=state, desc="download", unit="img",
+        results = run_tasks(tasks, ex, state_dir=str(state), desc="download", unit="img",
                             progress=progress)
         seconds = time.time() - started
         summary = summarize([r.stats for r in results],

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from datacomp.errors import DataCompError
 from datacomp.io import atomic_path, write_json_atomic
 from datacomp.pool.tario import BLOCK, TarOut, iter_members, mapped, scan_layout
+from datacomp.storage import Location, as_location
 
 SHARD_DIGITS = 8
 _TAR_RE = re.compile(r"^(.*?)(\d+)\.tar$")
@@ -36,25 +38,31 @@ def sample_key(shard_id: int, index: int, samples_per_shard: int = 10_000) -> st
     return f"{shard_id * 10**oom + index:012d}"
 
 
-def list_shards(directory: str | os.PathLike[str]) -> list[Path]:
-    """The ``*.tar`` files of a directory, sorted by name: discovered by listing, gaps are normal."""
-    d = Path(directory)
-    if not d.is_dir():
+def list_shards(directory: str | os.PathLike[str] | Location) -> list[Path | Location]:
+    """The ``*.tar`` files of a directory (local or a storage URL), sorted by name: discovered by
+    listing, gaps are normal."""
+    d = as_location(directory)
+    if not d.isdir():
+        d.check_bucket()
         raise DataCompError(f"{d}: shard directory not found")
-    return sorted(p for p in d.iterdir() if p.suffix == ".tar" and not p.name.startswith("."))
+    return [p.native for p in d.ls("*.tar") if not p.name.startswith(".")]
 
 
-def completed_shards(directory: str | os.PathLike[str]) -> list[Path]:
+def completed_shards(directory: str | os.PathLike[str] | Location) -> list[Path | Location]:
     """Tars whose ``_stats.json`` exists (img2dataset's completion marker)."""
-    return [p for p in list_shards(directory) if stats_path(p).exists()]
+    d = as_location(directory)
+    tars = list_shards(d)
+    names = {p.name for p in d.ls("*_stats.json")}  # one listing, not one request per shard
+    return [p for p in tars if stats_path(p).name in names]
 
 
-def stats_path(tar: Path) -> Path:
-    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json")
+def stats_path(tar: Path | Location) -> Path | Location:
+    tar = as_location(tar)
+    return tar.with_name(tar.name[: -len(".tar")] + "_stats.json").native
 
 
-def shard_id_of(tar: str | os.PathLike[str]) -> int:
-    m = _TAR_RE.match(Path(tar).name)
+def shard_id_of(tar: str | os.PathLike[str] | Location) -> int:
+    m = _TAR_RE.match(as_location(tar).name)
     if not m:
         raise DataCompError(f"{tar}: shard names must end in digits and .tar (e.g. 00000000.tar)")
     return int(m.group(2))
@@ -64,7 +72,7 @@ class TarSampleWriter:
     """Append samples (``{ext: bytes|str|dict}``) to a tar that appears under its final name on close."""
 
     def __init__(self, path: str | os.PathLike[str], mtime: float | None = None):
-        self.path = Path(path)
+        self.path = as_location(path)
         self.mtime = time.time() if mtime is None else mtime
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
@@ -133,7 +141,7 @@ class ShardWriter:
     ``_stats.json`` last, so a shard with a stats file is always complete.
     """
 
-    out_dir: Path
+    out_dir: Path | Location
     shard_id: int
     input_columns: list[str] = field(default_factory=lambda: ["uid", "face_bboxes", "caption", "url"])
     mtime: float | None = None
@@ -142,7 +150,7 @@ class ShardWriter:
     started: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
+        self.out_dir = as_location(self.out_dir)
         self.name = shard_name(self.shard_id)
         self._tar = TarSampleWriter(self.out_dir / f"{self.name}.tar", mtime=self.mtime)
 
@@ -188,14 +196,46 @@ class ShardWriter:
         return stats
 
 
-def iter_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_stream_members(f: Any, path: str | os.PathLike[str] | Location, want: Any = None
+                        ) -> Iterator[tuple[str, str, bytes | None, int]]:
+    """``(key, ext, data, mtime)`` per regular member of a tar read sequentially from ``f`` (a remote
+    shard: one member in memory at a time). Keys and extensions split as in
+    :func:`~datacomp.pool.tario.iter_members`; ``want(key)`` False skips a member's bytes (data None).
+    """
+    try:
+        with tarfile.open(fileobj=f, mode="r|") as tf:
+            for ti in tf:
+                if not ti.isfile():
+                    continue
+                slash = ti.name.rfind("/") + 1
+                dot = ti.name.find(".", slash)
+                if dot < 0:
+                    continue
+                key = ti.name[:dot]
+                data = None
+                if want is None or want(key):
+                    data = tf.extractfile(ti).read()  # type: ignore[union-attr]
+                    if len(data) != ti.size:
+                        raise tarfile.ReadError(f"member {ti.name} is truncated")
+                yield key, ti.name[dot + 1 :], data, int(ti.mtime)
+    except (tarfile.TarError, EOFError) as e:
+        raise DataCompError(f"{path}: not a readable tar shard ({e}); re-create this shard") from None
+
+
+def iter_tar_samples(path: str | os.PathLike[str] | Location) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {ext: bytes})`` per sample, grouping consecutive members by key (webdataset's
     rule: the member path up to the first dot of its base name).
 
-    The member table comes from :func:`~datacomp.pool.tario.scan_layout` (vectorised, about 20x faster
-    than ``tarfile`` on small members) or, for pax/long-name shards, :func:`~datacomp.pool.tario.iter_members`.
+    Local shards are memory-mapped and their member table comes from
+    :func:`~datacomp.pool.tario.scan_layout` (vectorised, about 20x faster than ``tarfile`` on small
+    members) or, for pax/long-name shards, :func:`~datacomp.pool.tario.iter_members`. A shard at a
+    storage URL is streamed (:func:`iter_stream_members`).
     """
-    with mapped(path) as buf:
+    loc = as_location(path)
+    if not loc.is_local:
+        yield from _iter_remote_samples(loc)
+        return
+    with mapped(loc.path) as buf:
         if 0 < len(buf) < BLOCK:
             raise DataCompError(f"{path}: not a readable tar shard (only {len(buf)} bytes); re-create this shard")
         lay = scan_layout(buf, path)
@@ -217,3 +257,17 @@ def iter_tar_samples(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[s
             members[ext.decode() if decode else ext] = buf[a:b]
         if key is not None:
             yield (key.decode("utf-8", "surrogateescape") if decode else key), members
+
+
+def _iter_remote_samples(loc: Location) -> Iterator[tuple[str, dict[str, bytes]]]:
+    with loc.open("rb", cache_type="readahead") as f:
+        key: str | None = None
+        members: dict[str, bytes] = {}
+        for k, ext, data, _ in iter_stream_members(f, loc):
+            if k != key:
+                if key is not None:
+                    yield key, members
+                key, members = k, {}
+            members[ext] = data  # type: ignore[assignment]
+        if key is not None:
+            yield key, members

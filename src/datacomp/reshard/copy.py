@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path, write_json_atomic
-from datacomp.pool.shards import shard_name
+from datacomp.io import write_json_atomic
+from datacomp.pool.shards import iter_stream_members, shard_name
 from datacomp.pool.tario import TarOut, iter_members, mapped
 from datacomp.reshard.fastcopy import fast_plan, fast_write, missing_error
 from datacomp.reshard.plan import Piece
+from datacomp.storage import as_location, is_url
 
 IMAGE_EXTS = ("jpg", "jpeg")
 
@@ -36,17 +38,21 @@ def write_output_shard(
     with face boxes (from ``boxes`` or its json's ``face_bboxes``) is decoded, blurred and re-encoded.
     Plain ustar inputs take the vectorised block path (``fast``: kernel copies where the platform has
     them, else assembled in memory); every path writes identical bytes (``st["path"]`` says which ran).
+    An input or output at a storage URL streams: remote inputs take the general path (one member in
+    memory at a time), a remote output is uploaded as it is written (kernel copies are local-only).
     """
-    out = Path(out_dir)
+    out = as_location(out_dir)
     name = shard_name(index)
     planned = sum(int(p.n.sum()) for p in pieces)
     rng = random.Random(f"{seed}-{index}")
     st: dict[str, Any] = {"samples": 0, "bytes": 0, "blurred": 0, "blur_seconds": 0.0, "input_shards": len(pieces)}
-    with atomic_path(out / f"{name}.tar") as tmp, open(tmp, "w+b", buffering=1 << 20) as f:
+    local_in = not any(is_url(p.tar) for p in pieces)
+    with (out / f"{name}.tar").atomic_open("w+b" if out.is_local else "wb", buffering=1 << 20) as f:
         done = None
-        if fast and not blur:
+        if fast and not blur and local_in:
             fp = fast_plan(pieces)
-            done = fast_write(f, pieces, fp, shuffle_bufsize, rng, kernel=kernel_copy) if fp is not None else None
+            done = (fast_write(f, pieces, fp, shuffle_bufsize, rng, kernel=kernel_copy and out.is_local)
+                    if fp is not None else None)
         if done is None:  # the general path replays the same shuffle from a fresh generator
             rng = random.Random(f"{seed}-{index}")
             done = (*_general_write(f, pieces, shuffle_bufsize, rng, blur, boxes, blur_quality, st), "general")
@@ -123,17 +129,17 @@ def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: 
         want = {k: (u, j, n) for k, u, j, n in zip(keys, piece.uids.astype("U32").tolist(),
                                                     piece.j0.tolist(), piece.n.tolist(), strict=True)}
         done: set[str] = set()
-        with mapped(piece.tar) as buf, memoryview(buf) as mv:
+        with _members(piece.tar, want) as it:
             cur: str | None = None
             members: list[tuple[str, Any, int]] = []
-            for key, ext, off, size, mtime in iter_members(buf, piece.tar):
+            for key, ext, data, mtime in it:
                 if key != cur:
                     if members:
                         _flush(piece.tar, cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
                                blur_quality, st)
                     cur, members = key, []
                 if key in want:
-                    members.append((ext, mv[off : off + size], mtime))
+                    members.append((ext, data, mtime))
             if members:
                 _flush(piece.tar, cur, members, want, done, emit, buffer, shuffle_bufsize, rng, blur, boxes,
                        blur_quality, st)
@@ -145,3 +151,16 @@ def _general_write(f: BinaryIO, pieces: list[Piece], shuffle_bufsize: int, rng: 
         emit(key, members)
     tar.finish()
     return count, tar.pos
+
+
+@contextlib.contextmanager
+def _members(tar: str, want: dict[str, Any]) -> Iterator[Iterator[tuple[str, str, Any, int]]]:
+    """``(key, ext, data, mtime)`` per member: views of a memory-mapped local tar, or bytes streamed
+    from a storage URL (only the wanted samples' bytes are kept)."""
+    loc = as_location(tar)
+    if not loc.is_local:
+        with loc.open("rb", cache_type="readahead") as f:
+            yield iter_stream_members(f, tar, want.__contains__)
+        return
+    with mapped(loc.path) as buf, memoryview(buf) as mv:
+        yield ((key, ext, mv[off : off + size], mtime) for key, ext, off, size, mtime in iter_members(buf, tar))

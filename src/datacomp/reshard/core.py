@@ -5,21 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datacomp import storage
 from datacomp import uids as U
-from datacomp.engine import Executor, Task, get_executor, run_tasks
+from datacomp.engine import Executor, Task, get_executor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import atomic_path, file_fingerprint, locks_output, write_json_atomic, write_record
+from datacomp.io import file_fingerprint, locks_output, write_json_atomic, write_record
 from datacomp.pool.shards import list_shards, shard_name
 from datacomp.reshard.copy import write_output_shard
 from datacomp.reshard.plan import OutputPlan, iter_indexes, missing_uids, plan_outputs, select
 from datacomp.reshard.uidfilter import META
+from datacomp.storage import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def reshard(
     overwrite: bool = False,
     workers: int | None = None,
     no_copy: bool = False,
-    executor: Executor | None = None,
+    executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the subset's samples from ``input_dirs`` as webdataset shards in ``output_dir``.
@@ -61,11 +62,11 @@ def reshard(
     is ``.<dir>.lock`` beside it); a second gets a one-line error.
     """
     started = time.time()
-    ins = [Path(d).resolve() for d in (input_dirs if isinstance(input_dirs, list | tuple) else [input_dirs])]
-    out = Path(output_dir).resolve()
-    subset_path = Path(subset_file).resolve()
+    ins = [as_location(d).resolve() for d in (input_dirs if isinstance(input_dirs, list | tuple) else [input_dirs])]
+    out = as_location(output_dir).resolve()
+    subset_path = as_location(subset_file).resolve()
     _check_args(ins, out, shard_size, shuffle_bufsize, blur, blur_metadata, blur_quality, workers)
-    if out.exists() and not out.is_dir():
+    if out.isfile():
         raise DataCompError(f"{out}: output path exists and is not a directory")
     if subset_path.is_relative_to(out):
         raise DataCompError(f"{subset_path}: the subset file is inside the output dir; move it out first")
@@ -84,15 +85,14 @@ def reshard(
     fingerprint = {
         "config": {k: v for k, v in config.items() if k not in ("output_dir", "max_workers")},
         "subset": {k: v for k, v in file_fingerprint(subset_path).items() if k != "path"},
-        "shards": [[str(t), t.stat().st_size] for t in tars],
+        "shards": [[str(t), as_location(t).size()] for t in tars],
     }
     resumed = _prepare_output(out, overwrite, fingerprint)
 
     selections, sst = select(iter_indexes(tars, threads=min(8, 2 * workers)), subset)
     missing = missing_uids(subset, sst)
     _write_missing(out, missing)
-    with atomic_path(out / "sample_ids.npy") as tmp:
-        shutil.copyfile(subset_path, tmp)
+    storage.copy(subset_path, out / "sample_ids.npy")
     dups = U.count_duplicates(subset)
     counts: dict[str, Any] = {
         "input_shards": len(tars),
@@ -132,14 +132,12 @@ def reshard(
     total = sum(p.count for p in plans)
     per_process = MIN_SAMPLES_PER_PROCESS // (20 if blur else 1)  # blurring costs ms per image
     procs = max(1, min(workers, len(tasks), -(-total // per_process)))
-    if executor is not None:
-        ex = executor
-    elif procs == 1 and not blur and min(workers, len(tasks)) > 1:
-        ex = get_executor("threads", min(workers, len(tasks)))  # copies release the GIL; no process start
+    if procs == 1 and not blur and min(workers, len(tasks)) > 1:  # copies release the GIL; no process start
+        ex = resolve_executor(executor, workers, lambda _: get_executor("threads", min(workers, len(tasks))))
     else:
-        ex = get_executor("local", procs)
+        ex = resolve_executor(executor, workers, lambda _: get_executor("local", procs))
     t0 = time.perf_counter()
-    results = run_tasks(tasks, ex, state_dir=out / STATE_DIR, desc="reshard", unit="sample", progress=progress)
+    results = run_tasks(tasks, ex, state_dir=str(out / STATE_DIR), desc="reshard", unit="sample", progress=progress)
     copy_seconds = time.perf_counter() - t0
     copied = [r for r in results if not r.skipped]
     counts.update(
@@ -165,7 +163,7 @@ def reshard(
     return _summary(rec, out)
 
 
-def _check_args(ins: list[Path], out: Path, shard_size: int, bufsize: int, blur: bool,
+def _check_args(ins: list[Location], out: Location, shard_size: int, bufsize: int, blur: bool,
                 blur_metadata: Any, quality: int, workers: int | None) -> None:
     if shard_size < 1:
         raise DataCompError(f"--shard-size must be at least 1 (got {shard_size})")
@@ -177,30 +175,29 @@ def _check_args(ins: list[Path], out: Path, shard_size: int, bufsize: int, blur:
         raise DataCompError(f"--blur-quality must be between 1 and 100 (got {quality})")
     if blur_metadata and not blur:
         raise DataCompError("--blur-metadata is only used with --blur; add --blur or drop --blur-metadata")
-    if blur_metadata and not Path(blur_metadata).exists():
+    if blur_metadata and not as_location(blur_metadata).exists():
         raise DataCompError(f"{blur_metadata}: blur metadata not found (a parquet file or a dir of parquets)")
+    out.check_bucket()
     for d in ins:
-        if not d.is_dir():
+        if not d.isdir():
+            d.check_bucket()
             raise DataCompError(f"{d}: input shard directory not found")
         if d == out or d.is_relative_to(out):
             raise DataCompError(f"output dir {out} contains the input dir {d}; choose a separate output dir")
 
 
-def _prepare_output(out: Path, overwrite: bool, fingerprint: dict[str, Any]) -> bool:
+def _prepare_output(out: Location, overwrite: bool, fingerprint: dict[str, Any]) -> bool:
     """Make ``out`` ready: empty it (overwrite), resume the same run, or refuse. True when resuming."""
     state = out / STATE_DIR
     plan_file = state / "run.json"
-    contents = list(out.iterdir()) if out.is_dir() else []
+    contents = [*out.ls(dirs=True), *out.ls()] if out.isdir() else []
     resuming = False
     if contents and overwrite:
         log.info("--overwrite: removing %d entries from %s", len(contents), out)
         for p in contents:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+            p.rm(recursive=True)
     elif contents:
-        previous = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+        previous = plan_file.read_json() if plan_file.isfile() else None
         if previous is None:
             raise DataCompError(f"{out}: output dir is not empty; pass --overwrite to replace it or pick another dir")
         if previous != json.loads(json.dumps(fingerprint)):
@@ -209,20 +206,19 @@ def _prepare_output(out: Path, overwrite: bool, fingerprint: dict[str, Any]) -> 
             )
         resuming = True
         for p in out.glob(".*.tmp"):  # leftovers of a killed run (never under a final name)
-            p.unlink(missing_ok=True)
-    state.mkdir(parents=True, exist_ok=True)
+            p.rm()
+    state.mkdirs()
     if not resuming:
         write_json_atomic(plan_file, fingerprint)
     return resuming
 
 
-def _write_missing(out: Path, missing: np.ndarray) -> None:
+def _write_missing(out: Location, missing: np.ndarray) -> None:
     path = out / MISSING_FILE
     if not missing.size:
-        path.unlink(missing_ok=True)
+        path.rm()
         return
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(h + "\n" for h in U.uids_to_hex(missing)))
+    path.write_text("".join(h + "\n" for h in U.uids_to_hex(missing)))
 
 
 def _load_boxes(source: str | os.PathLike[str], plans: list[OutputPlan]) -> dict[str, list[list[float]]]:
@@ -254,12 +250,12 @@ def _task_boxes(boxes: dict[str, list[list[float]]], plan: OutputPlan) -> dict[s
     return {u: boxes[u] for pc in plan.pieces for u in pc.uids.astype("U32").tolist() if u in boxes}
 
 
-def _finish(out: Path, config: dict[str, Any], counts: dict[str, Any], started: float,
+def _finish(out: Location, config: dict[str, Any], counts: dict[str, Any], started: float,
             extra: dict[str, Any]) -> dict[str, Any]:
     inputs = [file_fingerprint(config["subset_file"])]
     return write_record(out / META, "reshard", config, counts, inputs, started, **extra)
 
 
-def _summary(rec: dict[str, Any], out: Path) -> dict[str, Any]:
+def _summary(rec: dict[str, Any], out: Location) -> dict[str, Any]:
     return {"output_dir": str(out), "seconds": rec["seconds"], **rec["counts"],
             **{k: rec[k] for k in ("output_shard_count", "uid_filter") if k in rec}}

@@ -6,6 +6,7 @@ byte is copied (the original streamed the whole pool and parsed every sample's j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import numpy as np
 
 from datacomp import uids as U
 from datacomp.errors import DataCompError
+from datacomp.pool.shards import iter_stream_members
 from datacomp.pool.tario import iter_members, mapped
+from datacomp.storage import Location, as_location, parquet_file
 
 log = logging.getLogger(__name__)
 
@@ -25,36 +28,34 @@ log = logging.getLogger(__name__)
 class ShardIndex:
     """The successful samples of one input shard: tar member key and uid, in the index's row order."""
 
-    tar: Path
+    tar: Path | Location
     keys: np.ndarray  # S: utf-8 tar member keys (e.g. b"000000000012"), compared as bytes with the tar
     uids: np.ndarray  # u8,u8
     source: str  # "parquet" or "tar"
 
 
-def index_shard(tar: str | Path) -> ShardIndex:
+def index_shard(tar: str | Path | Location) -> ShardIndex:
     """Index one shard from its ``.parquet`` (uid, key, status) when present, else by reading its jsons."""
-    tar = Path(tar)
+    tar = as_location(tar)
     pq_path = tar.with_suffix(".parquet")
-    if pq_path.is_file():
+    if pq_path.isfile():
         idx = _from_parquet(tar, pq_path)
         if idx is not None:
             return idx
     return _from_tar(tar)
 
 
-def _from_parquet(tar: Path, path: Path) -> ShardIndex | None:
+def _from_parquet(tar: Location, path: Location) -> ShardIndex | None:
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    try:
-        names = pq.read_schema(path).names
-    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
-        log.warning("%s: unreadable parquet (%s); indexing the tar instead", path, type(e).__name__)
-        return None
-    if "uid" not in names or "key" not in names:
-        return None
-    cols = ["uid", "key"] + (["status"] if "status" in names else [])
-    table = pq.read_table(path, columns=cols)
+    with _open_parquet(path) as f:
+        if f is None:
+            return None
+        names = f.schema_arrow.names
+        if "uid" not in names or "key" not in names:
+            return None
+        cols = ["uid", "key"] + (["status"] if "status" in names else [])
+        table = f.read(columns=cols)
     if "status" in names:
         table = table.filter(pc.equal(table.column("status"), "success"))
     try:
@@ -64,21 +65,48 @@ def _from_parquet(tar: Path, path: Path) -> ShardIndex | None:
     return ShardIndex(tar, key_bytes(table.column("key")), uids, "parquet")
 
 
-def _from_tar(tar: Path) -> ShardIndex:
+@contextlib.contextmanager
+def _open_parquet(path: Location) -> Any:
+    """:func:`parquet_file`, or None (with a warning) when the file is unreadable: the tar is indexed."""
+    try:
+        cm = parquet_file(path)
+        f = cm.__enter__()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for unreadable files
+        log.warning("%s: unreadable parquet (%s); indexing the tar instead", path, type(e).__name__)
+        yield None
+        return
+    try:
+        yield f
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _json_members(tar: Location) -> Any:
+    """``(key, json bytes)`` per ``.json`` member: memory-mapped locally, streamed from a URL."""
+    if not tar.is_local:
+        with tar.open("rb", cache_type="readahead") as f:
+            for key, ext, data, _ in iter_stream_members(f, tar):
+                if ext == "json":
+                    yield key, data
+        return
+    with mapped(tar.path) as buf:
+        for key, ext, off, size, _ in iter_members(buf, tar.path):
+            if ext == "json":
+                yield key, bytes(buf[off : off + size])
+
+
+def _from_tar(tar: Location) -> ShardIndex:
     keys: list[str] = []
     hexes: list[str] = []
-    with mapped(tar) as buf:
-        for key, ext, off, size, _ in iter_members(buf, tar):
-            if ext != "json":
-                continue
-            try:
-                uid = json.loads(bytes(buf[off : off + size])).get("uid")
-            except (ValueError, AttributeError):
-                uid = None
-            if not isinstance(uid, str):
-                raise DataCompError(f"{tar}: sample {key} has no uid in its .json; cannot select it by uid")
-            keys.append(key)
-            hexes.append(uid.rjust(32, "0"))
+    for key, data in _json_members(tar):
+        try:
+            uid = json.loads(data).get("uid")
+        except (ValueError, AttributeError):
+            uid = None
+        if not isinstance(uid, str):
+            raise DataCompError(f"{tar}: sample {key} has no uid in its .json; cannot select it by uid")
+        keys.append(key)
+        hexes.append(uid.rjust(32, "0"))
     try:
         uids = U.hex_to_uids(np.asarray(hexes, dtype="U32") if hexes else np.zeros(0, "U32"))
     except DataCompError as e:

@@ -17,6 +17,7 @@ import numpy as np
 
 from datacomp import uids as U
 from datacomp.errors import DataCompError
+from datacomp.storage import as_location
 
 META = "meta.json"
 
@@ -67,8 +68,8 @@ class UidFilter:
 
 def read_meta(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``meta.json`` of a reshard output, or None when the dir has none."""
-    p = Path(data_dir) / META
-    if not p.is_file():
+    p = as_location(data_dir) / META
+    if not p.isfile():
         return None
     try:
         return json.loads(p.read_text())
@@ -86,16 +87,17 @@ def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str],
     if not meta or not meta.get("uid_filter"):
         return None
     spec = meta["uid_filter"]
-    subset = Path(spec["subset"])
-    if not subset.is_absolute():
-        subset = Path(data_dir) / subset
-    if not subset.is_file() and (Path(data_dir) / "sample_ids.npy").is_file():
-        subset = Path(data_dir) / "sample_ids.npy"  # the output dir was moved: use its own copy
+    d = as_location(data_dir)
+    subset = as_location(spec["subset"])
+    if subset.is_local and not Path(subset.path).is_absolute():
+        subset = d / subset.path
+    if not subset.isfile() and (d / "sample_ids.npy").isfile():
+        subset = d / "sample_ids.npy"  # the output dir was moved: use its own copy
     shards = [str(s) for s in spec.get("shards", [])]
-    missing = [s for s in shards if not Path(s).is_file()]
+    missing = [s for s in shards if not as_location(s).isfile()]
     if missing:
         raise DataCompError(
-            f"{Path(data_dir) / META}: {len(missing)} shard(s) of the uid filter are gone (first: {missing[0]}); "
+            f"{d / META}: {len(missing)} shard(s) of the uid filter are gone (first: {missing[0]}); "
             "re-run `datacomp reshard --no-copy` on the current pool"
         )
     return shards, UidFilter(U.read_subset(subset))

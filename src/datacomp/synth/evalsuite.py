@@ -221,9 +221,9 @@ def task_sizes(scale: str = "full") -> dict[str, int]:
 
 
 def make_eval_suite(out: str | os.PathLike[str], seed: int = 0, scale: str = "full", workers: int = 1,
-                    tasks: list[str] | None = None, progress: bool = True) -> dict[str, Any]:
+                    tasks: list[str] | None = None, progress: bool = True, executor: Any = None) -> dict[str, Any]:
     """Write the embedded evaluation suite under ``out``; tasks already written are kept."""
-    from datacomp.engine import Task, get_executor, run_tasks
+    from datacomp.engine import Task, resolve_executor, run_tasks
 
     sizes = task_sizes(scale)
     keys = tasks or list(sizes)
@@ -234,7 +234,7 @@ def make_eval_suite(out: str | os.PathLike[str], seed: int = 0, scale: str = "fu
     out.mkdir(parents=True, exist_ok=True)
     plan = [Task(k, write_task, (str(out), k, sizes[k], seed), weight=sizes[k]) for k in keys
             if not (task_dir(out, k) / "test" / "nshards.txt").exists()]
-    results = run_tasks(plan, get_executor("local", workers), desc="synth eval suite", unit="img",
+    results = run_tasks(plan, resolve_executor(executor, workers), desc="synth eval suite", unit="img",
                         progress=progress)
     with atomic_path(out / "eval_tasks.json") as tmp:
         tmp.write_text(json.dumps([t for t in embedded_tasks() if t["key"] in keys], indent=2) + "\n")

@@ -154,9 +154,9 @@ def write_shard(pool_dir: str, shard: int, n: int, seed: int, mix: dict[str, flo
 
 def make_pool(out: str | os.PathLike[str], size: str | int = "tiny", seed: int = 0,
               base_url: str = DEFAULT_BASE_URL, mix: NoiseMix | None = None, workers: int | None = None,
-              samples_per_shard: int | None = None, progress: bool = True) -> dict[str, Any]:
+              samples_per_shard: int | None = None, progress: bool = True, executor: Any = None) -> dict[str, Any]:
     """Generate a pool under ``out`` (``metadata/``, ``shards/``, ``truth/``); resumable per shard."""
-    from datacomp.engine import Task, get_executor, run_tasks
+    from datacomp.engine import Task, resolve_executor, run_tasks
 
     n = pool_size(size)
     mix = mix or NoiseMix()
@@ -179,7 +179,7 @@ def make_pool(out: str | os.PathLike[str], size: str | int = "tiny", seed: int =
                           (str(out), shard, cnt, seed, {k: v for k, v in mix.to_dict().items() if k != "clean"},
                            base_url, sps), weight=cnt))
     workers = workers if workers is not None else min(len(tasks), os.cpu_count() or 1)
-    results = run_tasks(tasks, get_executor("local", workers), state_dir=out / ".synth_state",
+    results = run_tasks(tasks, resolve_executor(executor, workers), state_dir=out / ".synth_state",
                         desc="synth pool", unit="img", progress=progress)
     kinds: dict[str, int] = {}
     for r in results:

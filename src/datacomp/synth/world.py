@@ -74,17 +74,18 @@ def make_assets(out: str | os.PathLike[str], seed: int = 0, per_class: int = 100
 
 def make_world(root: str | os.PathLike[str], size: str | int = "tiny", seed: int = 0,
                base_url: str = DEFAULT_BASE_URL, mix: NoiseMix | None = None, workers: int | None = None,
-               eval_scale: str = "full", progress: bool = True) -> World:
+               eval_scale: str = "full", progress: bool = True, executor: Any = None) -> World:
     """Generate (or complete) a world: pool, evaluation suite and assets. Reuses what exists."""
     from datacomp.synth.evalsuite import make_eval_suite
 
     started = time.time()
     w = World.at(root, seed)
     w.root.mkdir(parents=True, exist_ok=True)
-    ev = make_eval_suite(w.eval_suite, seed=seed, scale=eval_scale, progress=progress)
+    ev = make_eval_suite(w.eval_suite, seed=seed, scale=eval_scale, progress=progress,
+                         executor=executor, workers=workers or 1)
     assets = make_assets(w.assets, seed=seed, per_class=100 if eval_scale == "full" else 30)
     pool = make_pool(w.pool, size=size, seed=seed, base_url=base_url, mix=mix, workers=workers,
-                     progress=progress)
+                     progress=progress, executor=executor)
     write_world_marker(w.metadata, w.assets, {"seed": seed, "size": pool_size(size)})
     write_record(w.root / "world_record.json", "synth world",
                  {"size": pool_size(size), "seed": seed, "base_url": base_url, "eval_scale": eval_scale,

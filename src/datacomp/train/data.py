@@ -31,6 +31,7 @@ import torch
 from datacomp.artifacts import IMAGE_EXTS
 from datacomp.errors import DataCompError
 from datacomp.pool.shards import iter_tar_samples, list_shards
+from datacomp.storage import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Source:
     """One ``--data-dir`` entry: its shards, sampling weight and optional uid filter."""
 
     path: str
-    shards: list[Path]
+    shards: list[Path | Location]
     weight: float = 1.0
     keep: KeepFn | None = None
     filter_desc: str | None = None
@@ -77,29 +78,31 @@ def split_weights(weights: str | list[float] | None, n: int) -> list[float]:
     return vals
 
 
-def _discover(path: Path, depth: int = 0) -> tuple[list[Path], KeepFn | None, str | None]:
-    """Shards of a tar path or a directory (listing, never arithmetic; spec §7.1.3).
+def _discover(path: Location, depth: int = 0) -> tuple[list[Location], KeepFn | None, str | None]:
+    """Shards of a tar path or a directory, local or at a storage URL (listing, never arithmetic;
+    spec §7.1.3). Remote shards are streamed when read.
 
     A dir without tars contributes its direct sub-dirs' shards (one level only, so pointing at a
     world's root never sweeps in the evaluation suite's tars)."""
     if path.suffix == ".tar":
-        if not path.is_file():
+        if not path.isfile():
             raise DataCompError(f"{path}: shard not found")
         return [path], None, None
-    if not path.is_dir():
+    if not path.isdir():
+        path.check_bucket()
         raise DataCompError(f"{path}: data dir not found")
-    if (path / "meta.json").is_file():
+    if (path / "meta.json").isfile():
         filt = _reshard_uid_filter(path)
         if filt is not None:
             shard_paths, keep = filt
-            return [Path(p) for p in shard_paths], keep, f"{path / 'meta.json'} uid filter"
+            return [as_location(p).native for p in shard_paths], keep, f"{path / 'meta.json'} uid filter"
         return list_shards(path), None, None
     shards = list_shards(path)
     if shards:
         return shards, None, None
     if depth > 0:
         return [], None, None
-    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for sub in (p for p in path.ls(dirs=True) if not p.name.startswith(".")):
         sub_shards, keep, desc = _discover(sub, depth + 1)
         if keep is not None:
             raise DataCompError(f"{sub}: a uid-filtered reshard output must be passed as its own --data-dir")
@@ -107,7 +110,7 @@ def _discover(path: Path, depth: int = 0) -> tuple[list[Path], KeepFn | None, st
     return shards, None, None
 
 
-def _reshard_uid_filter(path: Path) -> tuple[list[Any], KeepFn] | None:
+def _reshard_uid_filter(path: Location) -> tuple[list[Any], KeepFn] | None:
     """The reshard step's training-time uid filter (``reshard --no-copy``), if its ``meta.json`` declares one."""
     from datacomp.reshard import load_uid_filter
 
@@ -132,13 +135,14 @@ def resolve_sources(
     subset_keep = _subset_keep(uid_filter) if uid_filter is not None else None
     sources = []
     for p, w in zip(paths, ws, strict=True):
-        shards, keep, desc = _discover(Path(p).expanduser())
+        loc = as_location(os.path.expanduser(p) if "://" not in p else p)
+        shards, keep, desc = _discover(loc)
         if not shards:
             raise DataCompError(f"{p}: no .tar shards found (expected webdataset shards such as 00000000.tar)")
         if subset_keep is not None:
             keep = subset_keep if keep is None else _both(keep, subset_keep)
             desc = f"{desc} + {uid_filter}" if desc else str(uid_filter)
-        sources.append(Source(str(Path(p).expanduser().resolve()), shards, w, keep, desc))
+        sources.append(Source(str(loc.resolve()), shards, w, keep, desc))
     return sources
 
 
