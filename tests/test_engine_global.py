@@ -21,20 +21,24 @@ def _uids(rng: np.random.Generator, n: int, hi: int = 4) -> np.ndarray:
     return u
 
 
-def test_merge_writes_the_bytes_of_sorting_the_concatenation(tmp_path, rng):
+def test_merge_writes_the_bytes_of_the_sorted_unique_concatenation(tmp_path, rng):
     parts = [sort_uids(_uids(rng, n)) for n in (0, 1, 700, 2500, 3000)]  # many duplicates across parts
     paths = []
     for i, p in enumerate(parts):
         paths.append(tmp_path / f"{i}.npy")
         np.save(paths[-1], p)
     concat = np.concatenate(parts)
-    write_subset(tmp_path / "ref.npy", concat)
-    assert merge_subset_files(paths, tmp_path / "out.npy", chunk=1) == (concat.size, 0)
+    uniq = np.unique(concat)  # the subset format is sorted and unique
+    write_subset(tmp_path / "ref.npy", uniq)
+    got = merge_subset_files(paths, tmp_path / "out.npy", chunk=1)  # chunk=1: duplicates across chunk edges
+    assert (got.written, got.excluded, got.duplicates) == (uniq.size, 0, concat.size - uniq.size)
+    assert got.example is not None and len(got.files) == 2
     assert (tmp_path / "out.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
     excl = sort_uids(_uids(rng, 50))
-    drop = isin(concat, excl)
-    write_subset(tmp_path / "ref2.npy", concat[~drop])
-    assert merge_subset_files(paths, tmp_path / "out2.npy", exclude=excl) == (int((~drop).sum()), int(drop.sum()))
+    drop = isin(uniq, excl)
+    write_subset(tmp_path / "ref2.npy", uniq[~drop])
+    got = merge_subset_files(paths, tmp_path / "out2.npy", exclude=excl)
+    assert (got.written, got.excluded) == (int((~drop).sum()), int(drop.sum()))
     assert (tmp_path / "out2.npy").read_bytes() == (tmp_path / "ref2.npy").read_bytes()
     np.save(paths[3], parts[3][::-1])  # a part left unsorted is sorted, not merged wrongly
     merge_subset_files(paths, tmp_path / "out3.npy")

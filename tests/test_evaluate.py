@@ -6,12 +6,10 @@ import io
 import json
 import pickle
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score
 
 from datacomp.cli import main
 from datacomp.cli.evaluate import print_results
@@ -50,6 +48,7 @@ def write_task(root: Path, folder: str, samples: list[dict], classnames: list[st
             for i, members in enumerate(samples[s * per:(s + 1) * per]):
                 w.write(f"{s:02d}{i:06d}", members)
     (d / "test" / "nshards.txt").write_text(f"{shards}\n")
+    (d / "manifest.json").write_text(json.dumps({"samples": len(samples)}))
     if classnames is not None:
         (d / "classnames.txt").write_text("\n".join(classnames) + "\n\n")
         (d / "zeroshot_classification_templates.txt").write_text("\n".join(templates or TEMPLATES) + "\n")
@@ -191,42 +190,6 @@ def test_results_of_another_model_are_not_mixed(tmp_path, suite, ckpt):
     evaluate(out, model=MODEL, suite="embedded", data_dir=suite[0], tasks_file=suite[1], progress=False,
              tasks=["embedded/colors3"], force=True)
     assert [r["key"] for r in read_results(out / "eval_results.jsonl")] == ["embedded/colors3"]
-
-
-def test_same_acc1_as_clip_benchmark(tmp_path, suite, ckpt):
-    """Our zero-shot routine and CLIP_benchmark's own, same checkpoint and task: same numbers."""
-    import torch
-    import torch.utils.data as tud
-    from clip_benchmark.metrics import zeroshot_classification as zsc
-    from PIL import Image
-
-    from datacomp.models import load_model
-
-    root, tasks_file = suite
-    # two loader processes over the two shards: the DataLoader path, whose sample order differs
-    ours = _run(tmp_path / "eval", suite, ckpt, tasks=["embedded/shapes"], batch_size=7, workers=2)[0]["metrics"]
-    loaded = load_model(MODEL, ckpt)
-    images, labels = [], []
-    for tar in sorted((root / "embedded-shapes" / "test").glob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                data = tf.extractfile(m).read()
-                if m.name.endswith(".png"):
-                    images.append(loaded.preprocess_val(Image.open(io.BytesIO(data)).convert("RGB")))
-                elif m.name.endswith(".cls"):
-                    labels.append(int(data))
-    loader = tud.DataLoader(tud.TensorDataset(torch.stack(images), torch.tensor(labels)), batch_size=16)
-    # clip_benchmark's own classifier and classification loop; its `accuracy` helper calls float() on a
-    # 1-element array, which numpy 2 refuses, so acc1/acc5 are its formula written out here
-    classifier = zsc.zero_shot_classifier(loaded.model, loaded.tokenizer, COLOURS, TEMPLATES, "cpu", amp=False)
-    logits, target = zsc.run_classification(loaded.model, classifier, loader, "cpu", amp=False)
-    pred = logits.topk(5, 1, True, True)[1].t()
-    correct = pred.eq(target.view(1, -1).expand_as(pred))
-    n = len(target)
-    ref = {"acc1": correct[:1].float().sum().item() / n, "acc5": correct[:5].float().sum().item() / n,
-           "mean_per_class_recall": balanced_accuracy_score(target, logits.argmax(axis=1))}
-    for k in ("acc1", "acc5", "mean_per_class_recall"):
-        assert ours[k] == pytest.approx(ref[k], abs=1e-4), k
 
 
 def test_missing_data_names_task_and_fix(tmp_path, suite, ckpt):

@@ -286,9 +286,10 @@ def _evaluate(out: Path, exp: Path, name: str, seed: int, eval_suite: Path) -> N
     run_name = f"seed{seed}"
     if _empty(exp, name):
         return
-    if _done(out, "evaluate", f"{name}-{run_name}") and (exp / run_name / "eval_results.jsonl").is_file():
+    from datacomp.evaluate import RESULTS_NAME, evaluate
+
+    if _done(out, "evaluate", f"{name}-{run_name}") and (exp / run_name / RESULTS_NAME).is_file():
         return
-    from datacomp.evaluate import evaluate
 
     results = evaluate(exp / run_name, train_output_dir=exp / run_name, suite="embedded",
                        data_dir=eval_suite, progress=False)

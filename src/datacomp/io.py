@@ -28,8 +28,13 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     :meth:`datacomp.storage.Location.atomic_path` (a rename locally, an upload of a local spool file
     remotely). On any exception the temporary file (or directory) is removed and ``final`` is untouched.
     """
-    with storage.atomic_path(final) as tmp:
-        yield tmp
+    try:
+        with storage.atomic_path(final) as tmp:
+            yield tmp
+    except OSError as e:
+        if e.errno is not None and e.filename is None:
+            e.filename = str(final)  # a failed write() names no file: name the one being written
+        raise
 
 
 def lock_path(output: str | os.PathLike[str]) -> Path:
@@ -59,7 +64,7 @@ def output_lock(output: str | os.PathLike[str] | storage.Location,
     import errno
     import fcntl
 
-    from datacomp.errors import DataCompError
+    from datacomp.errors import ENVIRONMENT_ERRNOS, DataCompError
 
     if _is_url(output):  # a remote store: no local lock file can guard it
         yield None
@@ -71,6 +76,8 @@ def output_lock(output: str | os.PathLike[str] | storage.Location,
             lock.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
+            if e.errno in ENVIRONMENT_ERRNOS:
+                raise  # read-only, full, no permission: the CLI's environment line (exit 1) names the lock
             raise DataCompError(
                 f"{lock}: cannot create the lock file of {output} ({e.strerror}); make its folder writable "
                 "or choose another output"
@@ -192,3 +199,24 @@ def write_record(
     }
     write_json_atomic(path, rec)
     return rec
+
+
+def read_json_file(path: str | os.PathLike[str], fix: str, expect: type = dict) -> Any:
+    """A JSON file the user may have damaged: its value, or one ``DataCompError`` naming the file and ``fix``.
+
+    Refuses bytes that are not UTF-8, text that is not JSON (``NaN`` and ``Infinity`` included: every
+    JSON file we write is strict), and a top-level value that is not ``expect``.
+    """
+    from datacomp.errors import DataCompError
+
+    def strict(token: str) -> Any:
+        raise ValueError(f"{token} is not a JSON number")
+
+    p = storage.as_location(path)
+    try:
+        value = json.loads(p.read_bytes().decode("utf-8"), parse_constant=strict)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataCompError(f"{p}: not valid JSON ({type(e).__name__}: {e}); {fix}") from None
+    if not isinstance(value, expect):
+        raise DataCompError(f"{p}: expected a JSON {expect.__name__}, found {type(value).__name__}; {fix}")
+    return value

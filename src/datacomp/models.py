@@ -69,7 +69,13 @@ def available_models() -> list[str]:
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Weights from an open_clip checkpoint (``.pt`` with ``state_dict``, DDP prefixes) or ``.safetensors``."""
+    """Weights from an open_clip checkpoint (``.pt`` with ``state_dict``, DDP prefixes) or ``.safetensors``.
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)``: tensors and plain values only, so a
+    crafted checkpoint cannot run code; anything else in it is refused in one line.
+    """
+    import pickle
+
     import torch
 
     p = Path(path)
@@ -78,18 +84,51 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        sd = load_file(str(p))
+        try:
+            sd = load_file(str(p))
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+            raise DataCompError(f"{p}: not a readable .safetensors file ({type(e).__name__})") from None
     else:
         try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            import re
+
+            m = re.search(r"GLOBAL ([\w.]+)", str(e))
+            detail = f" (e.g. {m.group(1)[:80]})" if m else ""
+            raise DataCompError(
+                f"{p}: refused: the checkpoint holds objects other than tensors and plain values{detail}, and "
+                "loading them could run code; re-save its state_dict (or use .safetensors)"
+            ) from None
         except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise DataCompError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+            why = str(e).splitlines()[0][:160] if str(e) else ""
+            raise DataCompError(f"{p}: not a readable checkpoint ({type(e).__name__}: {why})") from None
         sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    if not isinstance(sd, dict):
-        raise DataCompError(f"{p}: checkpoint holds no state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise DataCompError(f"{p}: checkpoint holds no state_dict of tensors")
     if next(iter(sd), "").startswith("module."):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def check_state_dict(model: Any, sd: dict[str, Any], checkpoint: Any, name: str) -> None:
+    """One line when a checkpoint does not fit ``model`` (other keys or other tensor shapes)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise DataCompError(
+            f"{checkpoint}: does not match model {name!r} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected keys); pass the model it was trained as"
+        )
+    shapes = [k for k in own if tuple(own[k].shape) != tuple(sd[k].shape)]
+    if shapes:
+        k = shapes[0]
+        raise DataCompError(
+            f"{checkpoint}: a checkpoint of another architecture than model {name!r} ({len(shapes)} tensor(s) "
+            f"differ in shape, e.g. {k}: {list(sd[k].shape)} here, {list(own[k].shape)} expected); "
+            "pass the model it was trained as"
+        )
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -135,12 +174,8 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, devi
         model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(name, device=device)
     if checkpoint is not None:
         sd = load_state_dict(checkpoint)
-        missing, unexpected = model.load_state_dict(sd, strict=False)
-        if missing or unexpected:
-            raise DataCompError(
-                f"{checkpoint}: does not match model {name!r} "
-                f"({len(missing)} missing, {len(unexpected)} unexpected keys); pass the model it was trained as"
-            )
+        check_state_dict(model, sd, checkpoint, name)
+        model.load_state_dict(sd)
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
     return LoadedModel(name, model, preprocess_train, preprocess_val, tokenizer, device)

@@ -199,15 +199,22 @@ def validate_subset(uids: np.ndarray, source: str = "subset", allow_duplicates: 
 def read_subset(
     path: str | os.PathLike[str], validate: bool = True, allow_duplicates: bool = True
 ) -> np.ndarray:
-    """Read a subset file (``.npy`` or raw 16-byte records, detected by the numpy magic).
+    """Read a subset file: ``.npy`` (must start with the NPY magic) or raw 16-byte records (any other name).
 
-    ``path`` may be a storage URL; a local ``.npy`` is memory-mapped, a remote one read whole.
+    ``path`` may be a storage URL; a local ``.npy`` is memory-mapped, a remote one read whole. A 0-byte
+    file is refused (an empty subset written by these tools is an ``.npy`` with a header), so a file cut
+    to nothing by a failed copy is never read as "keep no samples".
     """
     loc = as_location(path)
     path = loc.local_path or loc  # type: ignore[assignment]
     if not loc.isfile():
         raise DataCompError(f"{path}: subset file not found")
     size = loc.size()
+    if size == 0:
+        raise DataCompError(
+            f"{path}: the file is empty (0 bytes); a subset file is an .npy of uids (an empty subset still has "
+            "the .npy header): re-create it"
+        )
     data = None if loc.is_local else loc.read_bytes()
     if data is None:
         with open(path, "rb") as f:
@@ -218,8 +225,11 @@ def read_subset(
         try:
             arr = (np.load(path, mmap_mode="r", allow_pickle=False) if data is None
                    else np.load(io.BytesIO(data), allow_pickle=False))
-        except ValueError as e:
-            raise DataCompError(f"{path}: not a readable .npy file ({e}); it may be truncated") from None
+        except Exception as e:  # noqa: BLE001 - numpy raises ValueError, SyntaxError, tokenize.TokenError, ...
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise DataCompError(
+                f"{path}: not a readable .npy file ({type(e).__name__}: {why}); it may be truncated or damaged"
+            ) from None
         if arr.dtype.fields is None:
             raise DataCompError(
                 f"{path}: dtype is {arr.dtype}, expected 'u8,u8' (two uint64 fields per uid); "
@@ -230,6 +240,11 @@ def read_subset(
         except DataCompError as e:
             raise DataCompError(f"{path}: {e}") from None
     else:
+        if path.suffix.lower() == ".npy":
+            raise DataCompError(
+                f"{path}: named .npy but does not start with the NPY magic (\\x93NUMPY); it is damaged or not "
+                "a numpy file (raw 16-byte uid records must not be named .npy)"
+            )
         if size % 16:
             raise DataCompError(
                 f"{path}: {size} bytes is not a whole number of 16-byte uids; the file is truncated "
@@ -326,7 +341,17 @@ def uids_from_parquet(paths: list[str] | str, column: str = "uid") -> np.ndarray
 
 def uids_from_text(path: str | os.PathLike[str]) -> np.ndarray:
     """One 32-hex uid per line (blank lines ignored)."""
-    lines = [ln.strip() for ln in as_location(path).read_text().splitlines()]
+    loc = as_location(path)
+    if not loc.isfile():
+        raise DataCompError(f"{loc}: uid text file not found")
+    raw = loc.read_bytes()
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise DataCompError(
+            f"{loc}: not a text file of hex uids (byte {e.start} is not ASCII); give one 32-hex uid per line"
+        ) from None
+    lines = [ln.strip() for ln in text.splitlines()]
     lines = [ln for ln in lines if ln]
     try:
         return hex_to_uids(np.asarray(lines, dtype="U32") if lines else np.zeros(0, "U32"))
@@ -418,7 +443,8 @@ def merge_subset_files(paths: list[str | os.PathLike[str] | Any], output: str | 
     written = excluded = dups = 0
     example: np.ndarray | None = None
     prev: np.ndarray | None = None
-    with as_location(output).atomic_open("wb") as f:
+    # A local spool file even for a URL output: the header is rewritten at the end (a seek).
+    with as_location(output).atomic_path() as tmp, open(tmp, "wb") as f:
         np.lib.format.write_array_header_1_0(f, _npy_header(0))
         header_len = f.tell()
         for c in iter_merged(parts, chunk):

@@ -11,9 +11,10 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 from datacomp import __version__
-from datacomp.errors import DataCompError
+from datacomp.errors import describe
 
 # (module, one-line summary) in workflow order, then utilities.
 COMMANDS: list[str] = [
@@ -66,7 +67,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str, help: str, descriptio
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports every command module: a broken install fails here
+    except Exception as e:  # noqa: BLE001 - the one error path
+        argv_ = sys.argv[1:] if argv is None else argv
+        return _report(e, verbose="-v" in argv_ or "--verbose" in argv_, output=None)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     # Our loggers at the chosen level; third-party ones (open_clip logs INFO on the root logger for
@@ -81,16 +86,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = args.func(args)
-    except DataCompError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: completed work is kept; re-run the same command to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as e:  # noqa: BLE001 - the one error path: known classes become one line
+        return _report(e, verbose=args.verbose, output=_output_of(args))
     return int(rc or 0)
+
+
+def _report(e: Exception, verbose: bool, output: str | None) -> int:
+    """Print the one ``error:`` line for a known class of failure (after the traceback with -v)."""
+    known = describe(e, output=output)
+    if known is None:
+        raise  # a bug: the traceback is the report
+    if verbose:
+        traceback.print_exc()
+    print(f"error: {known[0]}", file=sys.stderr)
+    return known[1]
+
+
+def _output_of(args: argparse.Namespace) -> str | None:
+    """The step's output location, named in an environment error that names no file."""
+    for name in ("output", "output_dir", "out", "shards_dir", "data_dir"):
+        v = getattr(args, name, None)
+        if isinstance(v, str | os.PathLike):
+            return os.fspath(v)
+    return None
 
 
 if __name__ == "__main__":

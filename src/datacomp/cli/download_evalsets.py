@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--data-dir", required=True, help="destination folder")
-    p.add_argument("--tasks", nargs="+", metavar="KEY", help="task keys (default: all 40)")
+    p.add_argument("--suite", default="datacomp", metavar="NAME|FILE", help="a packaged suite or a suite file")
+    p.add_argument("--tasks", nargs="+", metavar="KEY", help="task keys (default: every task of the suite)")
     p.set_defaults(func=run)
 
 
@@ -26,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     from datacomp.cli.evaluate import split_keys
     from datacomp.errors import DataCompError
-    from datacomp.evaluate import fetch, select_tasks
+    from datacomp.evaluate import fetch, get_suite
 
-    tasks = select_tasks("datacomp", split_keys(args.tasks))
+    tasks = get_suite(args.suite).select(split_keys(args.tasks))
     failed: list[str] = []
     for i, task in enumerate(tasks, 1):
         print(f"[{i}/{len(tasks)}] {task.key} <- {task.source}", file=sys.stderr)

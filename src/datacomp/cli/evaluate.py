@@ -1,4 +1,4 @@
-"""`datacomp evaluate`: one model on the embedded suite or DataComp's 38 tasks -> eval_results.jsonl + aggregates."""
+"""`datacomp evaluate`: one model on a suite of tasks -> eval_results.jsonl + the suite's aggregate scores."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(
         sub, "evaluate", "evaluate a trained model; write eval_results.jsonl and print the aggregate scores",
         description=(
-            "Evaluate a trained model on the embedded suite or DataComp's 38-task suite.\n"
+            "Evaluate a trained model on a suite: DataComp's, the embedded world's, or your own suite file.\n"
             "Results go to <output-dir>/eval_results.jsonl (one line per task, as the original writes it);\n"
-            "finished tasks are skipped on re-run unless --force. Prints ImageNet, ImageNet dist. shifts,\n"
-            "VTAB, Retrieval and Average when the whole suite is done."
+            "finished tasks are skipped on re-run unless --force; a damaged results file is repaired (bad lines\n"
+            "reported and their tasks evaluated again); one run at a time may write an output folder.\n"
+            "Prints the suite's aggregates (DataComp: ImageNet, ImageNet dist. shifts, VTAB, Retrieval, Average)."
         ),
     )
     src = p.add_argument_group("model (a training folder, or --model with --checkpoint)")
@@ -25,18 +26,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "ViT-B-32:openai, ViT-B-32:/path.pt, hf-hub:ORG/NAME")
     src.add_argument("--checkpoint", help="open_clip checkpoint (.pt or .safetensors); omitted = random init")
     p.add_argument("--output-dir", help="where eval_results.jsonl goes (default: --train-output-dir)")
-    p.add_argument("--suite", choices=["auto", "embedded", "datacomp"], default="auto",
-                   help="auto = embedded for the tiny scale / packaged models, datacomp otherwise")
+    p.add_argument("--suite", default="auto", metavar="NAME|FILE",
+                   help="a packaged suite (see `datacomp tasks --list-suites`), a suite file (.json/.yaml), or auto "
+                        "= embedded for the tiny scale / packaged models, datacomp otherwise")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a Python file registering evaluation families (repeatable)")
     p.add_argument("--tasks", nargs="+", metavar="KEY", help="task keys to run (comma or space separated)")
     p.add_argument("--data-dir", help="evaluation sets in the CLIP_benchmark layout (embedded: the world's eval/ "
                                       "folder; datacomp: from `datacomp download-evalsets`)")
-    p.add_argument("--download", action="store_true", help="fetch missing DataComp sets from the Hugging Face Hub")
+    p.add_argument("--download", action="store_true", help="fetch missing sets from the Hugging Face Hub")
     p.add_argument("--force", action="store_true", help="re-run tasks that already have a result line")
     p.add_argument("--batch-size", type=int, help="images per batch (default 256; the original used 64)")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
     p.add_argument("--workers", type=int, help="data loader processes (default: 8 on GPU, 0 on CPU)")
     p.add_argument("--cache-dir", help="keep zero-shot text classifiers here across runs")
-    p.add_argument("--tasks-file", help="embedded suite task list to use instead of the packaged eval_tasks.json")
+    p.add_argument("--tasks-file", help="a suite file to use for the named --suite (e.g. an embedded world's "
+                                        "eval_tasks.json); same as --suite FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -49,38 +54,39 @@ def split_keys(values: list[str] | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     from datacomp.errors import DataCompError
-    from datacomp.evaluate import evaluate
+    from datacomp.evaluate import evaluate, get_suite, load_plugins
     from datacomp.evaluate.model import resolve_model
-    from datacomp.evaluate.registry import suite_tasks_file
     from datacomp.evaluate.runner import resolve_suite
 
     out = args.output_dir or args.train_output_dir
     if not out:
         raise DataCompError("pass --output-dir (or --train-output-dir, whose folder then receives the results)")
+    load_plugins(args.plugin)
     spec = resolve_model(args.model, args.checkpoint, args.train_output_dir)
-    suite = resolve_suite(args.suite, spec)
+    suite = get_suite(resolve_suite(args.suite, spec), args.data_dir, args.tasks_file)
     logging.getLogger(__name__).info("evaluating %s (%s) on the %s suite", spec.name,
-                                     spec.checkpoint or "random init", suite)
+                                     spec.checkpoint or "random init", suite.name)
     results = evaluate(
         out, model=spec.name, checkpoint=spec.checkpoint, train_output_dir=args.train_output_dir, suite=suite,
         tasks=split_keys(args.tasks), data_dir=args.data_dir, force=args.force, download=args.download,
         batch_size=args.batch_size, device=args.device, workers=args.workers, cache_dir=args.cache_dir,
-        tasks_file=args.tasks_file, progress=not args.no_progress,
+        progress=not args.no_progress,
     )
-    print_results(results, suite, suite_tasks_file(suite, args.data_dir, args.tasks_file))
+    print_results(results, suite)
     return 0
 
 
-def print_results(results: list[dict], suite: str, tasks_file: Any = None) -> None:
-    """Per-task main metrics, then the five aggregates (or which tasks are still missing)."""
+def print_results(results: list[dict], suite: Any, tasks_file: Any = None) -> None:
+    """Per-task main metrics, the fairness tables, then the suite's aggregates (incomplete groups as '-')."""
     from rich.table import Table
 
     from datacomp.console import console
-    from datacomp.errors import DataCompError
-    from datacomp.evaluate import aggregate, list_tasks
+    from datacomp.evaluate import aggregate_partial, get_suite
+    from datacomp.evaluate.fairness import RACES, fairness_tables
 
-    names = {t.key: t for t in list_tasks(suite, tasks_file)}
-    t = Table(title=f"{suite} suite: main metric per task")
+    s = get_suite(suite, tasks_file=tasks_file)
+    names = {t.key: t for t in s.tasks}
+    t = Table(title=f"{s.name} suite: main metric per task")
     for col in ("task", "dataset", "main metric", "value"):
         t.add_column(col, justify="right" if col == "value" else "left")
     for r in results:
@@ -90,8 +96,6 @@ def print_results(results: list[dict], suite: str, tasks_file: Any = None) -> No
                   f"{v:.4f}" if isinstance(v, float) else "-")
     con = console()
     con.print(t)
-    from datacomp.evaluate.fairness import RACES, fairness_tables
-
     for r in results:
         if r["key"] in RACES:
             for table in fairness_tables(r):
@@ -101,13 +105,12 @@ def print_results(results: list[dict], suite: str, tasks_file: Any = None) -> No
                 for row in table.rows:
                     ft.add_row(row[0], *(f"{v:.3f}" if isinstance(v, float) else "-" for v in row[1:]))
                 con.print(ft)
-    try:
-        agg = aggregate(results, suite, tasks_file)
-    except DataCompError as e:
-        con.print(f"(no aggregate yet: {e})")
-        return
+    agg = aggregate_partial(results, s)
     a = Table(title="aggregate (mean of main metrics, as aggregate_scores.py)")
-    for k in agg:
+    for k in agg.values:
         a.add_column(k, justify="right")
-    a.add_row(*(f"{v:.3f}" if v is not None else "-" for v in agg.values()))
+    a.add_row(*(f"{v:.3f}" if v is not None else "-" for v in agg.values.values()))
     con.print(a)
+    if agg.missing:
+        con.print(f"(incomplete: missing {len(agg.missing)} of {len(s.scored)} scored tasks "
+                  f"({', '.join(agg.missing)}); '-' marks groups that need them)")

@@ -132,8 +132,10 @@ def iwildcam_metrics(pred: np.ndarray, target: np.ndarray) -> Metrics:
     return {"acc_avg": float(np.mean(pred == target)), "recall-macro_all": recall, "F1-macro_all": f1}
 
 
-def camelyon17_metrics(pred: np.ndarray, target: np.ndarray, metadata: np.ndarray, fields: Sequence[str]) -> Metrics:
-    return group_accuracy("acc", pred == target, metadata, fields, ["slide"])
+def worst_group_metrics(pred: np.ndarray, target: np.ndarray, metadata: np.ndarray, fields: Sequence[str],
+                        group_field: str) -> Metrics:
+    """Camelyon17's evaluator: accuracy per ``group_field`` value (there: ``slide``) and the worst, ``acc_wg``."""
+    return group_accuracy("acc", pred == target, metadata, fields, [group_field])
 
 
 def fmow_metrics(pred: np.ndarray, target: np.ndarray, metadata: np.ndarray, fields: Sequence[str]) -> Metrics:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,29 +32,49 @@ class ModelSpec:
 def _from_record(rec_path: Path) -> tuple[str, Path | None, str | None]:
     try:
         rec = json.loads(rec_path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataCompError(f"{rec_path}: not valid JSON ({e})") from None
-    cfg = rec.get("config") or {}
+    cfg = rec.get("config") or {} if isinstance(rec, dict) else None
+    if not isinstance(cfg, dict):
+        raise DataCompError(f"{rec_path}: not a train record (expected a JSON object with a config object)")
     model = cfg.get("model") or rec.get("model")
-    if not model:
+    if not model or not isinstance(model, str):
         raise DataCompError(f"{rec_path}: no config.model field; pass --model and --checkpoint instead")
     ckpt = rec.get("checkpoint") or (rec.get("outputs") or {}).get("checkpoint")
-    return model, Path(ckpt) if ckpt else None, cfg.get("scale") or rec.get("scale")
+    return model, _record_checkpoint(rec_path, ckpt), cfg.get("scale") or rec.get("scale")
+
+
+def _record_checkpoint(rec_path: Path, value: Any) -> Path | None:
+    """The record's checkpoint: relative paths are relative to the record's folder; one the record names
+    but that is gone is an error, never a silent switch to another checkpoint."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DataCompError(f"{rec_path}: checkpoint must be a path string, got {type(value).__name__}")
+    p = Path(value)
+    cands = [p if p.is_absolute() else rec_path.parent / p]
+    if p.parent.name == "checkpoints":  # the run folder was moved or the path was relative to another cwd
+        cands.append(rec_path.parent / "checkpoints" / p.name)
+    for c in cands:
+        if c.is_file():
+            return c
+    raise DataCompError(
+        f"{rec_path}: names checkpoint {value}, which is not found (looked at {', '.join(map(str, cands))}); "
+        "pass --checkpoint"
+    )
 
 
 def _from_info_pkl(path: Path) -> tuple[str, Path | None, str | None]:
-    try:
-        with open(path, "rb") as f:
-            info: dict[str, Any] = pickle.load(f)  # noqa: S301 - the user's own training output
-    except ModuleNotFoundError as e:
-        raise DataCompError(f"{path}: needs module {e.name!r} to unpickle (install it, e.g. cloudpathlib)") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise DataCompError(f"{path}: not a readable info.pkl ({type(e).__name__}: {e})") from None
-    model = (info.get("scale_config") or {}).get("model")
-    if not model:
+    from datacomp.train.checkpoint import read_info_pkl
+
+    info = read_info_pkl(path)
+    cfg = info.get("scale_config")
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not model or not isinstance(model, str):
         raise DataCompError(f"{path}: has no scale_config.model; pass --model and --checkpoint instead")
     ckpt = info.get("checkpoint")
-    return model, Path(str(ckpt)) if ckpt is not None else None, info.get("scale")
+    scale = info.get("scale")
+    return model, Path(str(ckpt)) if ckpt is not None else None, scale if isinstance(scale, str) else None
 
 
 def _train_dir(d: Path) -> Path:

@@ -15,7 +15,6 @@ in batches under AMP; on the CPU each worker process uses one torch thread.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -102,14 +101,20 @@ def load(spec: ModelSpec) -> Any:
 def embed_images(lm: Any, images: list[bytes], batch: int = 256) -> np.ndarray:
     """L2-normalised float32 embeddings of encoded images, through the model's own preprocessing."""
     import torch
-    from PIL import Image
+
+    from datacomp.pool.resize import ImageError, open_image
+
+    def decode(i: int, b: bytes) -> Any:
+        try:
+            return open_image(b)  # pixel-capped before decoding
+        except ImageError as e:
+            raise DataCompError(f"image {i} of the shard is unusable ({e.message}); re-download it") from None
 
     from datacomp.models import embed_pixels
 
     def batches() -> Any:
         for a in range(0, len(images), batch):
-            yield torch.stack([lm.preprocess_val(Image.open(io.BytesIO(b)).convert("RGB"))
-                               for b in images[a : a + batch]])
+            yield torch.stack([lm.preprocess_val(decode(a + i, b)) for i, b in enumerate(images[a : a + batch])])
 
     return embed_pixels(lm, batches())
 
@@ -149,7 +154,11 @@ def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tu
     arrays: dict[str, np.ndarray] = {"uid_f0": u["f0"], "uid_f1": u["f1"]}
     with _threads():
         for m in models:
-            arrays[f"{m.key}_img"] = embed_images(load(m), images, batch).astype(np.float16)
+            lm = load(m)
+            try:
+                arrays[f"{m.key}_img"] = embed_images(lm, images, batch).astype(np.float16)
+            except DataCompError as e:
+                raise DataCompError(f"{tar}: {e}") from None
     out = Path(work) / f"{Path(tar).stem}.npz"
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)

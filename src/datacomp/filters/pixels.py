@@ -7,7 +7,6 @@ members by uid whatever the shard they landed in. Rows without a successful imag
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterator
@@ -96,14 +95,14 @@ def shard_images(shards_dir: str | os.PathLike[str]) -> ShardImages:
 
 
 def decode_rgb(data: bytes | None) -> np.ndarray | None:
-    """uint8 ``(h, w, 3)`` pixels of an encoded image (``None`` stays ``None``; undecodable -> ``None``)."""
+    """uint8 ``(h, w, 3)`` pixels of an encoded image through the project's pixel-capped decoder
+    (``None`` stays ``None``; an undecodable or oversized image is logged and treated as missing)."""
     if data is None:
         return None
-    from PIL import Image, UnidentifiedImageError
+    from datacomp.pool.resize import ImageError, open_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        log.warning("undecodable image (%s): treated as missing", type(e).__name__)
+        return np.asarray(open_image(data))
+    except ImageError as e:
+        log.warning("unusable image (%s): treated as missing", e.message)
         return None

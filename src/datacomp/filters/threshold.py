@@ -39,13 +39,13 @@ def order_keys(scores: np.ndarray) -> np.ndarray:
 def _scores(parquet: str, col: str) -> np.ndarray:
     from datacomp.filters import metadata as md
 
-    return np.asarray(md.read_columns(Path(parquet), [col]).column(col).to_numpy(zero_copy_only=False), np.float64)
+    return np.asarray(md.read_columns(parquet, [col]).column(col).to_numpy(zero_copy_only=False), np.float64)
 
 
 def _uids(parquet: str) -> np.ndarray:
     from datacomp.filters.signals import load_columns
 
-    t = load_columns(Path(parquet), ["uid_f0", "uid_f1"], None)
+    t = load_columns(parquet, ["uid_f0", "uid_f1"], None)
     u = np.empty(t.num_rows, UID_DTYPE)
     u["f0"], u["f1"] = t["uid_f0"].to_numpy(), t["uid_f1"].to_numpy()
     return u

@@ -22,7 +22,7 @@ from typing import Any
 
 from datacomp.engine import Executor, Task, is_distributed, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
-from datacomp.io import output_lock, write_record
+from datacomp.io import output_lock, read_json_file, write_record
 from datacomp.pool.http import FetchConfig, Fetcher, FetchError
 from datacomp.pool.resize import ImageConfig, ImageError, process_image
 from datacomp.pool.shards import ShardWriter, sample_key, shard_name, stats_path
@@ -119,10 +119,41 @@ def plan_shards(files: list[str], options: DownloadOptions) -> list[ShardSpec]:
         if missing:
             hint = " (or pass --skip-bbox-blurring)" if options.bbox_col in missing else ""
             raise DataCompError(f"{f}: missing column(s) {', '.join(missing)}{hint}; found {sorted(names)}")
+        _check_types(f, pf.schema_arrow, options)
         rows = pf.metadata.num_rows
         for start in range(0, rows, n):
             specs.append(ShardSpec(len(specs), f, start, min(rows, start + n)))
     return specs
+
+
+def _check_types(path: str, schema: Any, options: DownloadOptions) -> None:
+    """Refuse, before any fetching, a column whose type the shard parquet cannot store (one line naming it)."""
+    import pyarrow as pa
+
+    t = pa.types
+
+    def stringy(ty: Any) -> bool:
+        return t.is_null(ty) or t.is_string(ty) or t.is_large_string(ty) or t.is_string_view(ty)
+
+    def listy(ty: Any) -> bool:
+        return t.is_list(ty) or t.is_large_list(ty) or t.is_list_view(ty) or t.is_fixed_size_list(ty)
+
+    def boxes(ty: Any) -> bool:
+        return t.is_null(ty) or (listy(ty) and (t.is_null(ty.value_type) or (
+            listy(ty.value_type) and (t.is_floating(ty.value_type.value_type) or t.is_integer(ty.value_type.value_type)
+                                      or t.is_null(ty.value_type.value_type)))))
+
+    want = {options.url_col: ("a string", stringy), options.caption_col: ("a string", stringy)}
+    if "uid" in options.additional_columns:
+        want["uid"] = ("a string", stringy)
+    if options.verify_hash:
+        want[options.hash_col] = ("a string", stringy)
+    if options.bbox_col:
+        want[options.bbox_col] = ("a list of [x0, y0, x1, y1] number lists", boxes)
+    for col, (what, ok) in want.items():
+        ty = schema.field(col).type
+        if not ok(ty):
+            raise DataCompError(f"{path}: column {col!r} has type {ty}, expected {what}; fix the metadata file")
 
 
 def estimate_bytes(files: list[str], image: ImageConfig) -> dict[str, Any]:
@@ -196,14 +227,30 @@ def _fetch_one(fetcher: Fetcher, options: DownloadOptions, url: Any, bboxes: Any
     return {"status": "success", "image": img, "sha256": digest, "nbytes": len(got.data)}
 
 
+_COUNTS = ("count", "successes", "failed_to_download", "failed_to_resize", "bytes_downloaded", "bytes_written",
+           "sha256_mismatches")
+
+
+def read_shard_stats(path: Path) -> dict[str, Any]:
+    """A finished shard's ``_stats.json`` (ours or img2dataset's), its counts checked: a damaged one is one line."""
+    fix = f"delete it and {path.name[: -len('_stats.json')]}.tar to download that shard again"
+    st = read_json_file(path, fix)
+    bad = [k for k in _COUNTS if k in st and (not isinstance(st[k], int) or isinstance(st[k], bool) or st[k] < 0)]
+    kinds = st.get("failure_kinds", {})
+    if not isinstance(kinds, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in kinds.values()):
+        bad.append("failure_kinds")
+    if bad:
+        raise DataCompError(f"{path}: {', '.join(bad)} not counts (non-negative integers); {fix}")
+    return st
+
+
 def download_shard(spec: ShardSpec, output_dir: str, options: DownloadOptions) -> dict[str, Any]:
     """Write one output shard (idempotent: an existing ``_stats.json`` means done)."""
-    import json
 
     out = as_location(output_dir)
     done = stats_path(out / f"{shard_name(spec.shard_id)}.tar")
     if done.exists():
-        return {**json.loads(done.read_text()), "reused": True}
+        return {**read_shard_stats(done), "reused": True}
     rows = _read_rows(spec, options)
     n = spec.stop - spec.start
     writer = ShardWriter(out, spec.shard_id, input_columns=options.input_columns())

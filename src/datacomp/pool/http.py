@@ -3,8 +3,9 @@
 Refuses non-http(s) schemes and (by default) hosts that resolve to loopback, private, link-local or
 otherwise non-public addresses, on every redirect hop; follows at most ``max_redirects`` redirects;
 honours ``X-Robots-Tag`` opt-outs after the headers arrive and before the body is read; caps the
-body size while streaming; applies connect/read timeouts and an overall deadline; retries
-transient failures. Built on ``urllib3`` (thread-safe connection pools, streaming reads).
+body size while streaming; applies connect/read timeouts and a wall-clock deadline for the whole
+body (kind ``slow_body``, not retried: a server that drips bytes would only hold the worker again);
+retries transient failures. Built on ``urllib3`` (thread-safe connection pools, streaming reads).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _REDIRECTS = {301, 302, 303, 307, 308}
 class FetchConfig:
     """How one URL is fetched. Defaults follow img2dataset 1.40 where it has one."""
 
-    timeout: float = 10.0  # seconds for connect and for each read; also the overall per-attempt deadline x3
+    timeout: float = 10.0  # seconds for connect, for the headers, and for the whole body (wall clock)
     retries: int = 2  # extra attempts after a transient failure (timeouts, resets, 5xx, 429, truncation)
     max_redirects: int = 5  # redirects followed before giving up (loops end here)
     max_bytes: int = 32 * 1024 * 1024  # response body cap; larger bodies are refused
@@ -186,16 +187,33 @@ class Fetcher:
         length = resp.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > cfg.max_bytes:
             raise FetchError("too_large", f"response of {int(length)} bytes exceeds the {cfg.max_bytes}-byte cap")
-        deadline = time.monotonic() + 3 * cfg.timeout
+        deadline = time.monotonic() + cfg.timeout
+        # The deadline holds however the bytes arrive: read1 returns whatever one recv got (not a full
+        # 64 KiB), and the socket's timeout shrinks to the time left, so a server dripping a byte at a
+        # time, or stalling just before the deadline, cannot hold this worker past it.
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
         chunks: list[bytes] = []
         total = 0
         try:
-            for chunk in resp.stream(64 * 1024):
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FetchError("slow_body", f"body not received within {cfg.timeout:g} s (server too slow)")
+                if sock is not None:
+                    sock.settimeout(min(cfg.timeout, left))
+                try:
+                    chunk = resp.read1(64 * 1024)
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                    if time.monotonic() >= deadline - 0.01:
+                        raise FetchError(
+                            "slow_body", f"body not received within {cfg.timeout:g} s (server too slow)"
+                        ) from None
+                    raise
+                if not chunk:
+                    break
                 total += len(chunk)
                 if total > cfg.max_bytes:
                     raise FetchError("too_large", f"response exceeds the {cfg.max_bytes}-byte cap")
-                if time.monotonic() > deadline:
-                    raise FetchError("timeout", f"body not received within {3 * cfg.timeout:g} s")
                 chunks.append(chunk)
         except urllib3.exceptions.ProtocolError as e:
             raise FetchError("truncated", f"incomplete body: {_short(e)}") from None

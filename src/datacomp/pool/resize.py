@@ -13,6 +13,7 @@ import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,23 +95,64 @@ def _exif_json(im) -> str:  # noqa: ANN001
     return json.dumps(out)
 
 
+def _open_header(data: bytes, max_pixels: int) -> Any:
+    """``Image.open`` (header only, nothing decoded yet) with the pixel cap."""
+    from PIL import Image
+
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageError("too_many_pixels", f"image too large: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any decoder error is a failed image
+        raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageError("too_many_pixels", f"image has {w}x{h} pixels, over the {max_pixels}-pixel cap")
+    return im
+
+
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+    """Decode to an RGB PIL image (``convert("RGB")``), refusing images over ``max_pixels`` before decoding.
+
+    The one decoder for training and evaluation images; raises :class:`ImageError` (``too_many_pixels``,
+    ``decode_error``) whose message names the cause.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():  # PIL warns below its error threshold; our cap decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = _open_header(data, max_pixels)
+        try:
+            im.load()
+            return im.convert("RGB")
+        except Exception as e:  # noqa: BLE001
+            raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def _boxes(bboxes: Any) -> np.ndarray | None:
+    """The row's face boxes, validated and clipped (None: nothing to blur); a bad row fails this sample only."""
+    if bboxes is None:
+        return None
+    from datacomp.pool.blur import clean_boxes
+
+    try:
+        boxes = clean_boxes(bboxes)
+    except ValueError as e:
+        raise ImageError("bad_face_bboxes", str(e)) from None
+    return boxes if len(boxes) else None
+
+
 def process_image(data: bytes, cfg: ImageConfig, bboxes: Sequence[Sequence[float]] | None = None) -> Processed:
     """Downloaded bytes -> encoded shard image and its sizes; raises :class:`ImageError`."""
     from PIL import Image
 
     if cfg.resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}")
+    boxes = _boxes(bboxes) if cfg.blur_faces else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as e:
-            raise ImageError("too_many_pixels", f"image too large: {e}") from None
-        except Exception as e:  # noqa: BLE001 - any decoder error is a failed image
-            raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
+        im = _open_header(data, cfg.max_pixels)
         ow, oh = im.size
-        if ow * oh > cfg.max_pixels:
-            raise ImageError("too_many_pixels", f"image has {ow}x{oh} pixels, over the {cfg.max_pixels}-pixel cap")
         try:
             im.load()
             src_format = im.format
@@ -119,7 +161,6 @@ def process_image(data: bytes, cfg: ImageConfig, bboxes: Sequence[Sequence[float
         except Exception as e:  # noqa: BLE001
             raise ImageError("decode_error", f"cannot decode image: {type(e).__name__}: {e}") from None
     target = _target_size(ow, oh, cfg)
-    boxes = bboxes if (cfg.blur_faces and bboxes is not None and len(bboxes) > 0) else None
     if (cfg.reencode == "auto" and target is None and boxes is None and im.mode == "RGB"
             and ENCODE_FORMATS[cfg.encode_format] == src_format):
         return Processed(data, cfg.encode_format, ow, oh, ow, oh, exif)

@@ -173,12 +173,29 @@ class ShardWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self._tar.close()
+        # The parquet table is built before the tar gets its final name: a row that does not fit its
+        # column type fails the shard with nothing under a final name.
         cols = self.input_columns + [c for c in STATUS_COLUMNS if c not in self.input_columns]
         types = _column_types()
-        table = pa.table({c: pa.array([r.get(c) for r in self.rows], type=types.get(c)) for c in cols})
-        with atomic_path(self.out_dir / f"{self.name}.parquet") as tmp:
-            pq.write_table(table, tmp)
+        arrays = {}
+        for c in cols:
+            try:
+                arrays[c] = pa.array([r.get(c) for r in self.rows], type=types.get(c))
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+                self.abort()
+                why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+                raise DataCompError(
+                    f"shard {self.name}: column {c!r} holds a value of the wrong type ({why}); fix the metadata"
+                ) from None
+        table = pa.table(arrays)
+        tar_path = self.out_dir / f"{self.name}.tar"
+        try:
+            self._tar.close()
+            with atomic_path(self.out_dir / f"{self.name}.parquet") as tmp:
+                pq.write_table(table, tmp)
+        except BaseException:
+            tar_path.unlink(missing_ok=True)  # no stats file yet: the shard is redone on the next run
+            raise
         successes = sum(r["status"] == "success" for r in self.rows)
         end = time.time()
         stats = {
@@ -254,7 +271,7 @@ def iter_tar_samples(path: str | os.PathLike[str] | Location) -> Iterator[tuple[
                 if key is not None:
                     yield (key.decode("utf-8", "surrogateescape") if decode else key), members
                 key, members = k, {}
-            members[ext.decode() if decode else ext] = buf[a:b]
+            members[ext.decode("utf-8", "surrogateescape") if decode else ext] = buf[a:b]
         if key is not None:
             yield (key.decode("utf-8", "surrogateescape") if decode else key), members
 

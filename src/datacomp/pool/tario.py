@@ -39,16 +39,33 @@ def _number(field: bytes, path: str | os.PathLike[str], offset: int) -> int:
         ) from None
 
 
-def _pax_records(data: bytes) -> dict[bytes, bytes]:
+def _pax_records(data: bytes, path: str | os.PathLike[str], offset: int) -> dict[bytes, bytes]:
+    """``"<len> <key>=<value>\\n"`` records; every record must advance, so a hostile length cannot loop."""
     out: dict[bytes, bytes] = {}
     pos = 0
-    while pos < len(data):
-        sp = data.index(b" ", pos)
-        length = int(data[pos:sp])
-        key, _, value = data[sp + 1 : pos + length - 1].partition(b"=")
+    end = len(data.rstrip(b"\0"))  # the block is NUL-padded after the last record
+    while pos < end:
+        sp = data.find(b" ", pos, pos + 21)
+        field = data[pos:sp] if sp > pos else b""
+        length = int(field) if field.isdigit() else -1
+        if length <= sp - pos + 1 or pos + length > end or data[pos + length - 1] != 0x0A:
+            raise DataCompError(
+                f"{path}: damaged pax header at byte {offset} (bad record at {pos}); re-create this shard"
+            )
+        key, eq, value = data[sp + 1 : pos + length - 1].partition(b"=")
+        if not eq:
+            raise DataCompError(
+                f"{path}: damaged pax header at byte {offset} (record without '='); re-create this shard"
+            )
         out[key] = value
         pos += length
     return out
+
+
+def _pax_size(value: bytes, path: str | os.PathLike[str], offset: int) -> int:
+    if not value.isdigit():
+        raise DataCompError(f"{path}: damaged pax header at byte {offset} (size {value[:20]!r}); re-create this shard")
+    return int(value)
 
 
 @contextmanager
@@ -86,13 +103,17 @@ def iter_members(buf: mmap.mmap | bytes, path: str | os.PathLike[str]) -> Iterat
         if nxt > n:
             raise DataCompError(f"{path}: truncated tar (member at byte {off} runs past the end); re-create this shard")
         if typ == b"x":
-            pax = _pax_records(bytes(buf[data : data + size]))
+            pax = _pax_records(bytes(buf[data : data + size]), path, off)
         elif typ == b"L":
             long_name = bytes(buf[data : data + size]).rstrip(b"\0")
         elif typ in _REGULAR:
             if b"size" in pax:
-                size = int(pax[b"size"])
+                size = _pax_size(pax[b"size"], path, off)
                 nxt = data + ((size + BLOCK - 1) & ~(BLOCK - 1))
+                if nxt > n:
+                    raise DataCompError(
+                        f"{path}: truncated tar (member at byte {off} runs past the end); re-create this shard"
+                    )
             name = pax.get(b"path") or long_name
             if name is None:
                 name = hdr[:100].split(b"\0", 1)[0]

@@ -19,49 +19,48 @@ import numpy as np
 
 from datacomp.artifacts import SUMMARY_SUFFIX
 from datacomp.errors import DataCompError
+from datacomp.evaluate.registry import list_suites
+from datacomp.evaluate.results import RESULTS_NAME, read_results
 
 log = logging.getLogger(__name__)
 
 # DataComp's summary columns, in the order of the paper's Table 3.
 AGGREGATES = ["ImageNet", "ImageNet dist. shifts", "VTAB", "Retrieval", "Average"]
-RESULTS_NAME = "eval_results.jsonl"
+EVAL_RECORD = "eval_record.json"
 TRAIN_RECORD = "train_record.json"
 
 
 def read_eval_results(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of an ``eval_results.jsonl`` (spec §3.9), in file order; NaN metrics are kept."""
-    path = Path(path)
-    rows = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataCompError(f"{path}: cannot read evaluation results ({e.strerror})") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    """The rows of an ``eval_results.jsonl`` (spec §3.9), in file order, through evaluate's one reader
+    (NaN read as None; a damaged line is one error naming it)."""
+    return read_results(path, require=True)
+
+
+def suite_of(results: list[dict[str, Any]], run_dir: Path | None = None) -> str:
+    """Which suite aggregates a run: the one its ``eval_record.json`` names (its file, when it still
+    exists), else the embedded suite when every key starts with ``embedded/``, else DataComp's."""
+    rec = run_dir / EVAL_RECORD if run_dir is not None else None
+    if rec is not None and rec.is_file():
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataCompError(f"{path}:{i}: not valid JSON ({e.msg}); re-run `datacomp evaluate`") from None
-        if not isinstance(row, dict) or "key" not in row or "metrics" not in row:
-            raise DataCompError(f"{path}:{i}: expected an object with 'key' and 'metrics' (spec §3.9)")
-        rows.append(row)
-    if not rows:
-        raise DataCompError(f"{path}: no evaluation results; run `datacomp evaluate` first")
-    return rows
-
-
-def suite_of(results: list[dict[str, Any]]) -> str:
-    """Which aggregation applies: the embedded suite's keys all start with ``embedded/``."""
+            cfg = json.loads(rec.read_text(encoding="utf-8")).get("config") or {}
+        except (ValueError, OSError, AttributeError):
+            cfg = {}
+        if isinstance(cfg, dict):
+            f = cfg.get("suite_file")
+            if isinstance(f, str) and Path(f).is_file():
+                return f
+            if isinstance(cfg.get("suite"), str) and cfg["suite"] in list_suites():
+                return cfg["suite"]
     keys = [r["key"] for r in results]
     return "embedded" if keys and all(str(k).startswith("embedded/") for k in keys) else "datacomp"
 
 
-def aggregate_results(results: list[dict[str, Any]]) -> dict[str, float]:
-    """DataComp's summary numbers for one run, computed by the evaluate step's own ``aggregate``."""
-    from datacomp.evaluate import aggregate
+def aggregate_results(results: list[dict[str, Any]], suite: str | None = None) -> dict[str, float]:
+    """DataComp's summary numbers for one run, from the evaluate step's own aggregation; NaN for a group
+    whose tasks are not all there (extra tasks of a user's suite are ignored)."""
+    from datacomp.evaluate import aggregate_partial
 
-    agg = aggregate(results, suite_of(results))
+    agg = aggregate_partial(results, suite or suite_of(results)).values
     return {k: float(agg[k]) if agg.get(k) is not None else math.nan for k in AGGREGATES}
 
 
@@ -90,11 +89,11 @@ class Run:
 
     @property
     def suite(self) -> str:
-        return suite_of(self.results)
+        return suite_of(self.results, self.dir)
 
     @property
     def aggregates(self) -> dict[str, float]:
-        return aggregate_results(self.results)
+        return aggregate_results(self.results, self.suite)
 
     @property
     def tasks(self) -> dict[str, float]:

@@ -115,7 +115,7 @@ def _from_tar(tar: Location) -> ShardIndex:
 
 
 def _encode(keys: list[str]) -> np.ndarray:
-    return np.char.encode(np.asarray(keys, dtype=str), "utf-8") if keys else np.zeros(0, "S1")
+    return np.char.encode(np.asarray(keys, dtype=str), "utf-8", "surrogateescape") if keys else np.zeros(0, "S1")
 
 
 def key_bytes(column: Any) -> np.ndarray:

@@ -7,7 +7,6 @@ samples whose uid the predicate accepts (Sieve / DBP style: no second copy of th
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 
 from datacomp import uids as U
 from datacomp.errors import DataCompError
+from datacomp.io import read_json_file
 from datacomp.storage import as_location
 
 META = "meta.json"
@@ -71,10 +71,7 @@ def read_meta(data_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     p = as_location(data_dir) / META
     if not p.isfile():
         return None
-    try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DataCompError(f"{p}: not valid JSON ({e}); re-run `datacomp reshard` with --overwrite") from None
+    return read_json_file(p, "re-run `datacomp reshard` with --overwrite")
 
 
 def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str], UidFilter]:
@@ -88,6 +85,10 @@ def load_uid_filter(data_dir: str | os.PathLike[str]) -> None | tuple[list[str],
         return None
     spec = meta["uid_filter"]
     d = as_location(data_dir)
+    if not (isinstance(spec, dict) and isinstance(spec.get("subset"), str) and isinstance(spec.get("shards", []), list)
+            and all(isinstance(s, str) for s in spec.get("shards", []))):
+        raise DataCompError(f"{d / META}: malformed uid_filter (needs a 'subset' path and a list of "
+                            "'shards'); re-run `datacomp reshard --no-copy` with --overwrite")
     subset = as_location(spec["subset"])
     if subset.is_local and not Path(subset.path).is_absolute():
         subset = d / subset.path

@@ -2,8 +2,9 @@
 
 Per task ``<suite>/<key with / -> ->/``: ``test/0.tar`` (``<k>.png`` + ``<k>.cls``, or ``<k>.txt`` with
 several captions for retrieval, plus ``<k>.npy`` group metadata for the fairness task),
-``test/nshards.txt``, ``classnames.txt`` and ``zeroshot_classification_templates.txt``. The task
-registry is ``eval_tasks.json`` beside this module (same fields as DataComp's task list).
+``test/nshards.txt``, ``classnames.txt``, ``zeroshot_classification_templates.txt`` and ``manifest.json``
+(the sample count evaluation checks). The task registry is the evaluate package's suite file
+``evaluate/suites/embedded.json``; the world writes the suite beside its data as ``eval_tasks.json``.
 Every task draws from its own RNG stream, never the pool's, so test images never enter the pool.
 """
 
@@ -29,7 +30,7 @@ from datacomp.synth.render import Scenes, encode_png, render, sample_scenes
 
 log = logging.getLogger(__name__)
 
-TASKS_FILE = Path(__file__).parent / "eval_tasks.json"
+TASKS_FILE = Path(__file__).parent.parent / "evaluate" / "suites" / "embedded.json"
 STREAM_EVAL = 3
 EVAL_MTIME = 1_700_000_000
 SHARD_SIZE = 2000  # samples per test/<i>.tar
@@ -41,8 +42,8 @@ DIGIT_GLYPHS = tuple(range(len(C.SHAPES), len(C.SHAPES) + 10))
 
 @cache
 def embedded_tasks() -> tuple[dict[str, Any], ...]:
-    """The embedded task registry (``eval_tasks.json``)."""
-    return tuple(json.loads(TASKS_FILE.read_text()))
+    """The embedded task registry (the ``tasks`` of ``evaluate/suites/embedded.json``)."""
+    return tuple(json.loads(TASKS_FILE.read_text())["tasks"])
 
 
 def task_dir(suite: str | os.PathLike[str], key: str) -> Path:
@@ -208,6 +209,7 @@ def write_task(suite: str, key: str, size: int, seed: int = 0) -> dict[str, Any]
     if data.classnames:
         write_bytes_atomic(d / "classnames.txt", ("\n".join(data.classnames) + "\n").encode())
         write_bytes_atomic(d / "zeroshot_classification_templates.txt", ("\n".join(data.templates) + "\n").encode())
+    write_bytes_atomic(d / "manifest.json", json.dumps({"samples": n}).encode() + b"\n")
     write_bytes_atomic(d / "test" / "nshards.txt", f"{nshards}\n".encode())
     return {"count": n, "nshards": nshards}
 
@@ -237,6 +239,8 @@ def make_eval_suite(out: str | os.PathLike[str], seed: int = 0, scale: str = "fu
     results = run_tasks(plan, resolve_executor(executor, workers), desc="synth eval suite", unit="img",
                         progress=progress)
     with atomic_path(out / "eval_tasks.json") as tmp:
-        tmp.write_text(json.dumps([t for t in embedded_tasks() if t["key"] in keys], indent=2) + "\n")
+        suite = json.loads(TASKS_FILE.read_text())
+        suite["tasks"] = [t for t in suite["tasks"] if t["key"] in keys]
+        tmp.write_text(json.dumps(suite, indent=2) + "\n")
     return {"eval_suite": str(out), "tasks": len(keys), "written": len(results),
             "samples": {k: sizes[k] for k in keys}}

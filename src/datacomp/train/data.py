@@ -15,7 +15,6 @@ the machine's speed.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -258,8 +257,11 @@ class BatchStream(torch.utils.data.IterableDataset):
         self.reader, self.plan, self.transform, self.tokenizer = reader, plan, transform, tokenizer
         self.positions = positions or {}
 
+    # A stream that has decoded nothing after this many tries stops (one line) instead of looping forever.
+    max_undecodable = 1000
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int, int]]:
-        from PIL import Image
+        from datacomp.pool.resize import ImageError, open_image
 
         info = torch.utils.data.get_worker_info()
         stream = self.plan.stream_of_worker(info.id if info is not None else 0)
@@ -272,6 +274,8 @@ class BatchStream(torch.utils.data.IterableDataset):
         n = self.positions.get(stream, skip * bs)
         for _ in range(n):  # resume: replay the draws, skip the decoding
             next(samples)
+        decoded = 0
+        failures: dict[str, int] = {}
         for _ in range(todo):
             images, texts = [], []
             with torch.random.fork_rng(devices=[]):
@@ -280,14 +284,41 @@ class BatchStream(torch.utils.data.IterableDataset):
                     cpu_rng.manual_seed((base + n) % (1 << 63))  # 100x cheaper than torch.manual_seed
                     n += 1
                     try:
-                        with Image.open(io.BytesIO(img_bytes)) as im:
-                            img = im.convert("RGB")
-                    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
-                        log.debug("skipping undecodable image: %s", e)
+                        img = open_image(img_bytes)
+                    except ImageError as e:
+                        log.debug("skipping undecodable image: %s", e.message)
+                        failures[e.message[:120]] = failures.get(e.message[:120], 0) + 1
+                        tried = sum(failures.values())
+                        if not decoded and tried >= self.max_undecodable:
+                            raise DataCompError(_undecodable_message(tried, failures, self.reader)) from None
                         continue
+                    decoded += 1
                     images.append(self.transform(img))
                     texts.append(text)
             yield torch.stack(images), self.tokenizer(texts), stream, n
+
+
+def _undecodable_message(tried: int, failures: dict[str, int], reader: SampleReader) -> str:
+    top = sorted(failures.items(), key=lambda kv: -kv[1])[:2]
+    why = "; ".join(f"{c} x {m}" for m, c in top)
+    dirs = ", ".join(sorted({src.path for src in reader.sources}))[:200]
+    return (f"{tried} samples tried, none could be decoded as an image ({why}): check the shards in {dirs} "
+            "(re-download them)")
+
+
+def next_batch(loader: Iterator[Any]) -> Any:
+    """``next(loader)``; a DataCompError raised in a loader worker comes back as its own one line.
+
+    (DataLoader re-raises a worker's exception with the worker's traceback in the message.)"""
+    try:
+        return next(loader)
+    except DataCompError as e:
+        msg = str(e)
+        if "\n" in msg:
+            last = [ln for ln in msg.splitlines() if ln.strip()][-1]
+            msg = last.split("Error: ", 1)[-1] if "Error: " in last else last
+            raise DataCompError(msg) from None
+        raise
 
 
 def make_loader(stream: BatchStream, workers: int) -> Any:

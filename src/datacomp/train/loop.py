@@ -33,7 +33,15 @@ from datacomp.train.checkpoint import (
     write_params,
 )
 from datacomp.train.config import Layout, TrainConfig, plan_layout
-from datacomp.train.data import BatchStream, SampleReader, StreamPlan, make_loader, resolve_sources, split_data_arg
+from datacomp.train.data import (
+    BatchStream,
+    SampleReader,
+    StreamPlan,
+    make_loader,
+    next_batch,
+    resolve_sources,
+    split_data_arg,
+)
 
 log = logging.getLogger("datacomp.train")
 
@@ -233,8 +241,9 @@ def train(
     level_before, propagate_before = log.level, log.propagate
     try:
         record = exp_dir / "train_record.json"
-        if ckpt is not None and int(ckpt["datacomp"]["step"]) >= layout.total_steps and record.is_file():
-            return _finished(exp_dir, latest, record, layout, started)  # nothing left: keep the record as is
+        counts = _record_counts(record) if record.is_file() else None
+        if ckpt is not None and int(ckpt["datacomp"]["step"]) >= layout.total_steps and counts is not None:
+            return _finished(exp_dir, latest, record, layout, started, counts)  # nothing left: keep the record
         if info.is_master:
             exp_dir.mkdir(parents=True, exist_ok=True)
             ckpt_dir.mkdir(exist_ok=True)
@@ -272,14 +281,25 @@ def train(
         D.teardown(info)
 
 
-def _finished(exp_dir: Path, latest: Path, record: Path, layout: Layout, started: float) -> TrainResult:
+def _record_counts(record: Path) -> dict[str, Any] | None:
+    """The ``counts`` of an existing record; None when it is damaged (the finishing pass rewrites it)."""
     import json
 
-    counts = json.loads(record.read_text()).get("counts", {})
+    try:
+        rec = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    counts = rec.get("counts", {}) if isinstance(rec, dict) else None
+    return counts if isinstance(counts, dict) else None
+
+
+def _finished(exp_dir: Path, latest: Path, record: Path, layout: Layout, started: float,
+              counts: dict[str, Any]) -> TrainResult:
     log.info("%s: already trained (%d steps); nothing to do", exp_dir, layout.total_steps)
+    rate = counts.get("samples_per_second")
+    rate = float(rate) if isinstance(rate, int | float) else 0.0
     return TrainResult(exp_dir, latest, record, exp_dir / "info.pkl", layout.total_steps, layout.global_batch,
-                       layout.samples_seen, time.time() - started, float(counts.get("samples_per_second", 0.0)),
-                       layout.total_steps, [])
+                       layout.samples_seen, time.time() - started, rate, layout.total_steps, [])
 
 
 def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistInfo, exp_dir: Path,
@@ -377,7 +397,7 @@ def _run(config: TrainConfig, layout: Layout, sources: list[Any], info: D.DistIn
                 lr = scheduler(step)
                 micro = []
                 for _ in range(accum):
-                    images, texts, s, n = next(loader)
+                    images, texts, s, n = next_batch(loader)
                     stream_pos[s] = n
                     micro.append((images.to(info.device, dtype=input_dtype, non_blocking=True),
                                   texts.to(info.device, non_blocking=True)))
