@@ -36,18 +36,16 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import BASELINE_RUNS
+
 WORKERS = 2
 EN = ["photo", "of", "a", "red", "dog", "two", "blue", "stars", "on", "the", "beach", "striped", "cat", "house",
       "with", "garden", "old", "car", "in", "city", "street", "night", "green", "tree", "mountain", "lake"]
 DE = ["ein", "Foto", "von", "einem", "roten", "Hund", "zwei", "blaue", "Sterne", "am", "Strand", "Haus", "mit"]
 FR = ["une", "photo", "d'un", "chien", "rouge", "deux", "étoiles", "bleues", "sur", "la", "plage", "maison"]
-BASELINES = {
-    "no_filter": {},
-    "clip_score": {"arch": "l14", "fraction": 0.3},
-    "basic_filter": {},
-    "text_based": {},
-    "laion2b": {},
-}
+# The filters this benchmark times, with the parameters of their baseline run (from the one list).
+BASELINES = {n: BASELINE_RUNS["clip_score_l14_30" if n == "clip_score" else n][1]
+             for n in ("no_filter", "clip_score", "basic_filter", "text_based", "laion2b")}
 COLUMNS = {
     "no_filter": ["uid"],
     "clip_score": ["uid", "clip_l14_similarity_score"],

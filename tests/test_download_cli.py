@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datacomp.cli.synth import register_serve
 from datacomp.pool.download import DownloadOptions, download
 from datacomp.pool.http import FetchConfig
 from datacomp.pool.hub import fetch_metadata
 from datacomp.pool.resize import ImageConfig
 from datacomp.pool.shards import completed_shards, list_shards
-from datacomp.synth.serve import PoolServer, make_image_pool, rebase_urls, register_serve
+from datacomp.synth.serve import PoolServer, make_image_pool, rebase_urls
 from test_download import LOCAL, read_output, served
 
 DATACOMP = [sys.executable, "-m", "datacomp"]

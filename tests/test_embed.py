@@ -66,9 +66,12 @@ def byod(world, tmp_path_factory):
     pq.write_table(pa.table({"uid": list(uids), "text": list(texts), "url": ["u"] * len(uids),
                              "original_width": [256] * len(uids), "original_height": [256] * len(uids)}),
                    root / "metadata" / "part0.parquet")
-    from datacomp.filters.embed import embed_pool
+    from datacomp.filters.embed import embed_pool, parse_models
 
-    summary = embed_pool(root / "metadata", root / "shards", root / "embedded", workers=1, progress=False)
+    # A BYOD pool (no world marker) names its models; here the world's reference models, by name.
+    models = parse_models(["b32=datacomp-ref-b32", "l14=datacomp-ref-l14"])
+    summary = embed_pool(root / "metadata", root / "shards", root / "embedded", models=models, workers=1,
+                         progress=False)
     return root, summary, list(uids), list(texts), planted, images
 
 
@@ -93,7 +96,7 @@ def test_embed_matches_direct_model_calls(byod):
     """Row by row: the reference model's own preprocessing and encoders, one sample at a time."""
     import torch
 
-    from datacomp.synth.embed import load_reference
+    from datacomp.models import load_reference
 
     root, _, uids, texts, _, images = byod
     z = np.load(root / "embedded" / "part0.npz")
@@ -114,8 +117,10 @@ def test_dedup_finds_planted_eval_images_and_filters_exclude_them(byod, world, t
 
     root, _, uids, _, planted, _ = byod
     out = tmp_path / "contaminated.npy"
+    from datacomp.filters.embed import ModelSpec
+
     s = dedup(root / "embedded", world.eval_suite, out, tasks=["embedded/shapes", "embedded/colours"], workers=1,
-              progress=False)
+              model=ModelSpec("l14", "datacomp-ref-l14"), progress=False)
     flagged = set(uids_to_hex(read_subset(out)).tolist())
     assert set(planted) <= flagged and s["flagged_per_task"].get("embedded-shapes", 0) >= len(planted)
     # Independently: a row is flagged iff its best cosine to any evaluation image reaches the threshold.

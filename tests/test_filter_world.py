@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datacomp.artifacts import write_world_marker
+
 EN = ["a photo of two red stars on a striped background", "green triangle, outline sketch",
       "three blue circles", "the dog is running in the park", "Close-up of a yellow square.",
       "photo of a purple hexagon on grass", "four small crosses", "Dogs!", "a cat sitting on a chair",
@@ -68,4 +70,5 @@ def make_pool(root: Path, files: int = 3, rows: int = 400, seed: int = 0, dim: i
     np.save(assets / "imagenet_analog_l14_img.npy", ref.astype(np.float32))
     np.save(assets / "imagenet_analog_labels.npy", ref_cl.astype(np.int64))
     (assets / "concepts.txt").write_text("\n".join(CONCEPTS) + "\n")
+    write_world_marker(meta, assets)  # (an embedded-world stand-in: its assets are found through the marker)
     return meta

@@ -20,22 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datacomp.artifacts import BASELINE_RUNS
 from datacomp.errors import DataCompError
 from datacomp.io import write_record
 
 log = logging.getLogger(__name__)
 
 # Demo baseline name -> (filter name, parameters) for ``datacomp.filters.run_filter``.
-BASELINES: dict[str, tuple[str, dict[str, Any]]] = {
-    "no_filter": ("no_filter", {}),
-    "basic_filter": ("basic_filter", {}),
-    "text_based": ("text_based", {}),
-    "image_based": ("image_based", {}),
-    "clip_score_l14_30": ("clip_score", {"arch": "l14", "fraction": 0.3}),
-    "clip_score_b32_30": ("clip_score", {"arch": "b32", "fraction": 0.3}),
-    "image_based_intersect_clip_score": ("image_based_intersect_clip_score", {"arch": "l14", "fraction": 0.3}),
-    "laion2b": ("laion2b", {}),
-}
+BASELINES: dict[str, tuple[str, dict[str, Any]]] = BASELINE_RUNS
 DEFAULT_FILTERS = ["no_filter", "basic_filter", "text_based", "clip_score_l14_30",
                    "image_based_intersect_clip_score", "laion2b"]
 STAGES = ("world", "filter", "reshard", "train", "evaluate", "report")

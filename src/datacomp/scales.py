@@ -39,16 +39,18 @@ class Scale:
 
     def original_config(self) -> dict[str, Any]:
         """The dict the original ``scale_configs.py`` returns (what ``info.pkl`` stores)."""
-        cfg: dict[str, Any] = {
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "train_num_samples": self.train_num_samples,
-            "warmup": self.warmup,
-            "model": self.model,
-        }
-        if self.beta2 is not None:
-            cfg["beta2"] = self.beta2
-        return cfg
+        return original_config(self.model, self.batch_size, self.learning_rate, self.train_num_samples,
+                               self.warmup, self.beta2)
+
+
+def original_config(model: str, batch_size: int, learning_rate: float, train_num_samples: int, warmup: int,
+                    beta2: float | None) -> dict[str, Any]:
+    """A recipe as the original ``scale_configs.py`` dict (``beta2`` only when set); the one place its keys live."""
+    cfg: dict[str, Any] = {"batch_size": batch_size, "learning_rate": learning_rate,
+                           "train_num_samples": train_num_samples, "warmup": warmup, "model": model}
+    if beta2 is not None:
+        cfg["beta2"] = beta2
+    return cfg
 
 
 _SCALES: dict[str, Scale] = {

@@ -23,8 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-suite", type=Path, required=True, help="CLIP_benchmark-layout evaluation folder")
     p.add_argument("--output", type=Path, required=True, help="subset file of flagged uids (.npy)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine similarity cut")
-    p.add_argument("--model", default="datacomp-ref-l14", help="open_clip model that made the pool's l14_img")
-    p.add_argument("--checkpoint", type=Path, default=None, help="its weights (default: the packaged ones)")
+    p.add_argument("--model", default=None,
+                   help="the model behind the pool's l14_img embeddings: open_clip name with a pretrained tag "
+                   "(ViT-L-14:openai), NAME:/path/checkpoint.pt or hf-hub:ORG/NAME (default: datacomp-ref-l14, "
+                   "only for the embedded world's pool)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="weights for a bare --model architecture name")
     p.add_argument("--embedding-key", default="l14_img")
     add_executor_args(p)
     p.set_defaults(func=_run)
@@ -34,7 +37,10 @@ def _run(args: argparse.Namespace) -> int:
     from datacomp.filters.dedup import dedup
     from datacomp.filters.embed import ModelSpec
 
-    model = ModelSpec(args.embedding_key.split("_")[0], args.model, str(args.checkpoint) if args.checkpoint else None)
+    model = None
+    if args.model is not None or args.checkpoint is not None:
+        model = ModelSpec(args.embedding_key.split("_")[0], args.model or "datacomp-ref-l14",
+                          str(args.checkpoint) if args.checkpoint else None)
     s = dedup(args.metadata_dir, args.eval_suite, args.output, threshold=args.threshold, model=model,
               embedding_key=args.embedding_key, workers=args.workers,
               executor=executor_from(args))

@@ -15,17 +15,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Reads images from the pool's shards (rows matched by uid) and writes, per metadata "
         "parquet, the parquet with clip_<key>_similarity_score columns and the row-aligned npz "
         "(<key>_img, <key>_txt, float16) under --output-dir.\n\n"
-        "  datacomp embed --metadata-dir M --shards S --output-dir M2\n"
-        "  datacomp embed ... --model b32=ViT-B-32 --checkpoint b32=/path/open_clip.pt",
+        "  datacomp embed --metadata-dir M --shards S --output-dir M2 --model b32=ViT-B-32:openai "
+        "--model l14=ViT-L-14:openai\n"
+        "  datacomp embed ... --model b32=ViT-B-32:/path/open_clip.pt --model l14=hf-hub:ORG/NAME\n\n"
+        "Models load through open_clip's factory and cache (HF_HUB_OFFLINE=1: the cache only); on a GPU "
+        "encoding runs in batches under AMP. Without --model only the embedded world's pool is accepted "
+        "(its reference models datacomp-ref-b32 / datacomp-ref-l14, which any pool may name explicitly).",
     )
     p.add_argument("--metadata-dir", type=Path, required=True)
     p.add_argument("--shards", type=Path, required=True, help="folder of webdataset .tar shards with the images")
     p.add_argument("--output-dir", type=Path, required=True, help="where the new parquet + npz files go")
     p.add_argument("--model", action="append", default=None, metavar="KEY=MODEL",
-                   help="open_clip model per npz key (repeatable; default b32=datacomp-ref-b32, "
-                   "l14=datacomp-ref-l14 with their packaged weights)")
+                   help="model per npz key (repeatable): open_clip NAME:TAG, NAME:/path.pt, hf-hub:ORG/NAME or "
+                   "datacomp-ref-b32/-l14; required unless the pool is the embedded world's")
     p.add_argument("--checkpoint", action="append", default=None, metavar="KEY=PATH",
-                   help="weights for a --model (open_clip .pt or .safetensors)")
+                   help="weights for a bare --model architecture name (open_clip .pt or .safetensors)")
     p.add_argument("--batch-size", type=int, default=256)
     add_executor_args(p)
     p.set_defaults(func=_run)
@@ -34,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from datacomp.filters.embed import embed_pool, parse_models
 
-    models = parse_models(args.model, args.checkpoint)
+    models = parse_models(args.model, args.checkpoint, metadata_dir=args.metadata_dir)
     r = embed_pool(args.metadata_dir, args.shards, args.output_dir, models=models, workers=args.workers,
                    batch_size=args.batch_size, executor=executor_from(args))
     print(f"embedded {r['rows']:,} rows ({r['with_image']:,} with an image) in {r['files']} file(s) "

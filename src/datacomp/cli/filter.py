@@ -9,11 +9,49 @@ from pathlib import Path
 from datacomp.cli import add_parser
 from datacomp.cli._common import add_executor_args, executor_from
 
-SIGNAL_HELP = (
-    "signal columns for --where: uid, text, url, original_width, original_height, min_side, aspect, "
-    "clip_b32_similarity_score, clip_l14_similarity_score, lang, lang_score, text_chars, text_words, "
-    "ft_tokens, cld3_lang (only where b32 >= 0.28), in21k, in21k_compat, cluster_l2, cluster_dot"
-)
+
+def signal_help() -> str:
+    """The ``--where`` columns, generated from the signal registry (plug-ins passed so far included)."""
+    from datacomp.filters.registry import list_signals
+    from datacomp.filters.signals import DERIVED, META_COLUMNS
+
+    cols = [*META_COLUMNS, *DERIVED]
+    for s in list_signals():
+        cols += [f"{c} ({s.name}{', pixels' if s.images else ''}{', row-lazy' if s.row_lazy else ''})"
+                 for c in s.column_names]
+    return "signal columns for --where (`datacomp filter signals --list` describes them): " + ", ".join(cols)
+
+
+def _plugin_args(argv: list[str] | None = None) -> list[str]:
+    """``--plugin FILE`` values on the command line (so help lists their signals too)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    out = []
+    for i, a in enumerate(argv):
+        if a == "--plugin" and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--plugin="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def _with_signal_help(p: argparse.ArgumentParser) -> None:
+    """Append the signal column list to ``p``'s help, generated only when help is shown."""
+    base = p.format_help
+
+    def format_help() -> str:
+        from datacomp.errors import DataCompError
+        from datacomp.filters.registry import load_plugins
+
+        try:
+            load_plugins(_plugin_args())
+            extra = signal_help()
+        except DataCompError as e:
+            extra = f"(signals unavailable: {e})"
+        return base() + "\n" + extra + "\n"
+
+    p.format_help = format_help  # type: ignore[method-assign]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write a sorted u8,u8 subset .npy (e.g. s.npy) plus s.summary.json and s.summary.md.\n\n"
         "  datacomp filter --name clip_score --arch l14 --fraction 0.3 --metadata-dir M --output s.npy\n"
         "  datacomp filter --where \"lang = 'en' AND text_words > 2\" --metadata-dir M --output s.npy\n"
-        "  datacomp filter build-centroids --metadata-dir M --output centroids.npy\n\n" + SIGNAL_HELP,
+        "  datacomp filter build-centroids --metadata-dir M --output centroids.npy\n"
+        "  datacomp filter signals --list [--plugin FILE]",
     )
+    _with_signal_help(p)
     _filter_args(p)
     p.set_defaults(func=_run)
     ss = p.add_subparsers(dest="filter_cmd", metavar="ACTION")
@@ -45,18 +85,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_build_centroids)
 
-    q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file")
-    q.add_argument("--metadata-dir", "--metadata_dir", required=True)
-    q.add_argument("--signals-dir", required=True)
-    q.add_argument("--groups", default="lang,caption,ft_tokens,cld3,concepts,concepts_compat,clusters,clusters_dot",
-                   help="comma-separated signal groups")
+    q = add_parser(ss, "build-targets", "embed reference images (ImageNet-1k train) for image_based's --targets")
+    q.add_argument("--images", type=Path, required=True, help="folder of image files or .tar shards")
+    q.add_argument("--model", required=True,
+                   help="the model behind the pool's l14_img: ViT-L-14:openai, NAME:/path.pt, hf-hub:ORG/NAME")
+    q.add_argument("--output", type=Path, required=True, help="targets .npy (n, d), float32")
+    q.add_argument("--batch-size", type=int, default=256)
+    q.set_defaults(func=_build_targets)
+
+    q = add_parser(ss, "signals", "compute the per-sample signals cache for every metadata file (or --list them)")
+    q.add_argument("--list", action="store_true", help="describe the registered signals and exit")
+    q.add_argument("--metadata-dir", "--metadata_dir", default=None)
+    q.add_argument("--signals-dir", default=None)
+    q.add_argument("--groups", "--signals", default=None,
+                   help="comma-separated signals (default: every registered one not reading image pixels)")
     q.add_argument("--synsets", type=Path, default=None)
     q.add_argument("--centroids", type=Path, default=None)
     q.add_argument("--compat", action="store_true")
+    _signal_input_args(q)
     add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_signals)
 
-    q = add_parser(ss, "list", "the registered filters (baselines and --plugin files)")
+    q = add_parser(ss, "list", "the registered filters (baselines, --plugin files, installed plug-ins)")
     q.add_argument("--plugin", action="append", default=[], type=Path)
     q.set_defaults(func=_list)
 
@@ -74,7 +124,7 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
                    help="reproduce the original baselines.py selection exactly (see docs/filter.md)")
     p.add_argument("--where", default=None, help="SQL boolean expression over signal columns (DuckDB)")
     p.add_argument("--plugin", action="append", default=[], type=Path,
-                   help="Python file registering filters with @register_filter (repeatable)")
+                   help="Python file registering filters (@register_filter) and signals (@register_signal); repeatable")
     p.add_argument("--exclude-uids", default=None,
                    help="subset file of uids to drop (e.g. from `datacomp dedup`)")
     p.add_argument("--synsets", type=Path, default=None,
@@ -87,8 +137,32 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
+    _signal_input_args(p, plugin=False)
     add_executor_args(p, ("-j", "--workers", "--num_workers"), "parallel files (default: cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _signal_input_args(p: argparse.ArgumentParser, plugin: bool = True) -> None:
+    if plugin:
+        p.add_argument("--plugin", action="append", default=[], type=Path,
+                       help="Python file registering filters/signals (repeatable)")
+    p.add_argument("--shards-dir", type=Path, default=None,
+                   help="the pool's .tar shards, for signals reading image pixels "
+                   "(default: <metadata-dir>/../shards when it exists)")
+    p.add_argument("--signal-asset", action="append", default=[], metavar="NAME=FILE",
+                   help="a named input file a plug-in signal declares (repeatable)")
+
+
+def _assets(values: list[str]) -> dict[str, str]:
+    from datacomp.errors import DataCompError
+
+    out = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise DataCompError(f"--signal-asset {v!r}: expected NAME=FILE")
+        out[name] = path
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -102,7 +176,8 @@ def _run(args: argparse.Namespace) -> int:
         arch=args.arch, compat=args.compat, where=args.where, plugins=[str(p) for p in args.plugin],
         exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
         image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
-        signals_dir=args.signals_dir, workers=args.workers, executor=executor_from(args),
+        signals_dir=args.signals_dir, shards_dir=args.shards_dir, signal_assets=_assets(args.signal_asset),
+        workers=args.workers, executor=executor_from(args),
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -145,12 +220,34 @@ def _build_centroids(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signals(args: argparse.Namespace) -> int:
-    from datacomp.filters import compute_signals
+def _build_targets(args: argparse.Namespace) -> int:
+    from datacomp.filters.embed import build_targets
 
-    r = compute_signals(args.metadata_dir, args.signals_dir, [g for g in args.groups.split(",") if g],
-                        synsets=args.synsets, centroids=args.centroids, compat=args.compat, workers=args.workers,
-                        executor=executor_from(args))
+    r = build_targets(args.images, args.output, args.model, batch_size=args.batch_size)
+    print(f"wrote {r['output']}: {r['images']:,} reference embeddings of dim {r['dim']} with {r['model']}")
+    return 0
+
+
+def _signals(args: argparse.Namespace) -> int:
+    from datacomp.errors import DataCompError
+    from datacomp.filters import compute_signals, list_signals, load_plugins
+
+    if args.list:
+        load_plugins([str(p) for p in args.plugin])
+        for s in list_signals():
+            inputs = [*s.meta, *(f"npz:{a}" for a in s.arrays), *(["images"] if s.images else []),
+                      *(f"asset:{a}" for a in s.assets)]
+            cols = ", ".join(f"{c} {t}" for c, t in s.columns)
+            lazy = " [row-lazy]" if s.row_lazy else ""
+            print(f"{s.name:18s} {cols}  <- {', '.join(inputs) or '-'}{lazy}\n{'':18s} {s.description}")
+        return 0
+    if args.metadata_dir is None or args.signals_dir is None:
+        raise DataCompError("datacomp filter signals needs --metadata-dir and --signals-dir (or --list)")
+    groups = None if args.groups is None else [g for g in args.groups.split(",") if g]
+    r = compute_signals(args.metadata_dir, args.signals_dir, groups, synsets=args.synsets,
+                        centroids=args.centroids, compat=args.compat, workers=args.workers,
+                        executor=executor_from(args), plugins=[str(p) for p in args.plugin], shards_dir=args.shards_dir,
+                        signal_assets=_assets(args.signal_asset))
     print(f"signals for {r['rows']:,} rows in {r['files']} file(s) under {r['signals_dir']} "
           f"({r['computed_files']} file(s) computed now)")
     return 0

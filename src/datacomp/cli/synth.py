@@ -45,8 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=run_train_reference)
 
     if importlib.util.find_spec("datacomp.synth.serve") is not None:
-        from datacomp.synth.serve import register_serve
-
         register_serve(ss)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -99,4 +97,62 @@ def run_train_reference(args: argparse.Namespace) -> int:
     r = train_reference(args.work_dir, which=tuple(args.which), seed=args.seed,
                         weights_dir=args.weights_dir or WEIGHTS_DIR, threads=args.threads)
     _print({w: {k: v for k, v in m.items() if k != "config"} for w, m in r["models"].items()})
+    return 0
+
+
+# ---------------------------------------------------------------- CLI: datacomp synth serve
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the ``datacomp synth`` sub-commands."""
+    p = add_parser(sub, "serve", "serve a pool's images over HTTP on 127.0.0.1 (the embedded world's web)",
+                   description="Serve /images/<uid>.jpg from a pool's shards, optionally with injected faults "
+                               "and the pool's metadata as a Hugging Face Hub dataset repo.")
+    p.add_argument("pool_dir", type=Path, help="pool dir (with shards/) or a shard dir")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (keep it local)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--faults", type=Path, help="JSON file mapping uid -> fault kind")
+    p.add_argument("--fault-share", type=float, default=0.0, help="inject random faults into this share of uids")
+    p.add_argument("--seed", type=int, default=0, help="seed of --fault-share")
+    p.add_argument("--hang-seconds", type=float, default=5.0, help="how long a 'timeout' fault stays silent")
+    p.add_argument("--hub-repo", action="append", default=[], metavar="REPO[=DIR]",
+                   help="also serve DIR (default POOL_DIR/metadata) as Hub dataset repo REPO, e.g. "
+                        "mlfoundations/datacomp_small; then run downloads with HF_ENDPOINT=http://HOST:PORT")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from datacomp.errors import DataCompError
+    from datacomp.synth.serve import PoolServer, random_faults
+
+    faults: dict[str, str] = {}
+    if args.faults:
+        try:
+            faults = json.loads(args.faults.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataCompError(f"{args.faults}: not a JSON object of uid -> fault kind ({e})") from None
+    hub = {}
+    for spec in args.hub_repo:
+        repo, _, d = spec.partition("=")
+        hub[repo] = Path(d) if d else args.pool_dir / "metadata"
+    server = PoolServer(args.pool_dir, host=args.host, port=args.port, faults=faults, hub_repos=hub,
+                        hang_seconds=args.hang_seconds)
+    if args.fault_share > 0:
+        server.faults.update(random_faults(sorted(server.index), args.fault_share, args.seed))
+    print(f"serving {len(server.index):,} images at {server.base_url}/<uid>.jpg "
+          f"({len(server.faults):,} with faults)" + (f"; hub at {server.url}" if hub else ""), flush=True)
+    server.start()
+    try:
+        if args.duration is not None:
+            time.sleep(args.duration)
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from datacomp.errors import DataCompError
 from datacomp.io import sha256_file
+from datacomp.models import is_pretrained_spec
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,14 @@ def resolve_model(
                 ckpt = fallback
     if not model:
         raise DataCompError("no model to evaluate: pass --train-output-dir, or --model (and --checkpoint)")
+    if ckpt is None and is_pretrained_spec(model) and not model.startswith(("hf-hub:", "local-dir:")):
+        name, _, tag = model.partition(":")
+        if Path(tag).is_file():  # ViT-B-32:/path/epoch_latest.pt
+            model, ckpt = name, Path(tag)
     if ckpt is not None and not ckpt.is_file():
         raise DataCompError(f"{ckpt}: checkpoint not found")
-    fp = f"{model}|sha256:{sha256_file(ckpt)}" if ckpt is not None else f"{model}|random-init-seed0"
+    if ckpt is not None:
+        fp = f"{model}|sha256:{sha256_file(ckpt)}"
+    else:  # a pretrained tag / hub id names its weights; a bare architecture is random-init
+        fp = f"{model}|pretrained" if is_pretrained_spec(model) else f"{model}|random-init-seed0"
     return ModelSpec(model, ckpt, fp, scale, info_pkl)

@@ -11,10 +11,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datacomp.artifacts import BASELINE_RUNS
 from datacomp.errors import DataCompError
 from datacomp.filters.registry import FilterParams, Mask, register_filter
 
 LAION_B32_THRESHOLD = 0.28
+
+# The baseline filter names (spec section 4).
+BASELINES: tuple[str, ...] = tuple(dict.fromkeys(f for f, _ in BASELINE_RUNS.values()))
 
 
 def _np(col: pa.ChunkedArray | pa.Array | np.ndarray) -> np.ndarray:

@@ -2,11 +2,12 @@
 
 The paper removed CommonPool samples that near-duplicate any test image (with a dedicated copy
 detection model, threshold 0.604 on its score). Here every evaluation image is embedded with the
-same model that produced the pool's ``l14_img`` embeddings (by default the embedded world's "l14"
-reference model) and a pool sample is flagged when its cosine similarity to some evaluation image
-is at least ``threshold`` (default 0.95: re-encoded, slightly shifted copies sit above it, distinct
-images of the same class below; see docs/filter.md). The flagged uids are written as a subset file
-that any filter can drop with ``--exclude-uids``.
+same model that produced the pool's ``l14_img`` embeddings (``--model``, an open_clip spec; the
+embedded world's "l14" reference model by default only for a world's pool) and a pool sample is
+flagged when its cosine similarity to some evaluation image is at least ``threshold`` (default
+0.95: re-encoded, slightly shifted copies sit above it, distinct images of the same class below;
+see docs/filter.md). The flagged uids are written as a subset file that any filter can drop with
+``--exclude-uids``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import IMAGE_EXTS, is_embedded_world, summary_path
 from datacomp.engine import Executor, Task, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
@@ -30,8 +32,7 @@ from datacomp.uids import UID_DTYPE, hex_to_uids, write_subset
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.95
-DEFAULT_MODEL = ModelSpec("l14", "datacomp-ref-l14")
-IMAGE_EXT = ("png", "jpg", "jpeg", "webp")
+DEFAULT_MODEL = ModelSpec("l14", "datacomp-ref-l14")  # for an embedded world's pool only
 
 
 def eval_images(eval_suite: str | os.PathLike[str], tasks: list[str] | None = None) -> list[tuple[str, list[bytes]]]:
@@ -53,7 +54,7 @@ def eval_images(eval_suite: str | os.PathLike[str], tasks: list[str] | None = No
         imgs = []
         for tar in sorted((task / "test").glob("*.tar")):
             for _, sample in iter_tar_samples(tar):
-                b = next((sample[e] for e in IMAGE_EXT if e in sample), None)
+                b = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
                 if b is not None:
                     imgs.append(b)
         if imgs:
@@ -66,7 +67,7 @@ def eval_images(eval_suite: str | os.PathLike[str], tasks: list[str] | None = No
 def embed_eval_suite(eval_suite: str | os.PathLike[str], model: ModelSpec = DEFAULT_MODEL,
                      tasks: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(embeddings float32 (n, d), task index per row, task names)."""
-    from datacomp.synth.embed import torch_threads
+    from datacomp.models import torch_threads
 
     tasks = eval_images(eval_suite, tasks)
     lm = load(model)
@@ -116,7 +117,7 @@ def dedup(
     eval_suite: str | os.PathLike[str],
     output: str | os.PathLike[str],
     threshold: float = DEFAULT_THRESHOLD,
-    model: ModelSpec = DEFAULT_MODEL,
+    model: ModelSpec | None = None,
     embedding_key: str = "l14_img",
     tasks: list[str] | None = None,
     workers: int | None = None,
@@ -129,6 +130,11 @@ def dedup(
     later run with the same suite, tasks and model.
     """
     started = time.time()
+    if model is None:
+        if not is_embedded_world(metadata_dir):
+            raise DataCompError(f"{metadata_dir}: not an embedded world's pool, so no default model: pass --model, "
+                                "the model behind its l14_img embeddings (e.g. --model ViT-L-14:openai)")
+        model = DEFAULT_MODEL
     if not 0.0 < threshold <= 1.0:
         raise DataCompError(f"--threshold must be in (0, 1], got {threshold}")
     files = md.list_parquets(metadata_dir)
@@ -168,7 +174,7 @@ def dedup(
         "flagged_per_task": {n: int(c) for n, c in zip(names, per_task) if c},
         "model": model.__dict__, "embedding_key": embedding_key, "seconds": round(time.time() - started, 3),
     }
-    write_json_atomic(output.with_suffix(".summary.json"), summary)
+    write_json_atomic(summary_path(output), summary)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

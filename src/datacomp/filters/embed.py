@@ -6,6 +6,11 @@ parquet): embed the captions, look each row's image embedding up by uid, and wri
 (with ``clip_<key>_similarity_score`` recomputed) and the row-aligned npz (``<key>_img``,
 ``<key>_txt``, float16, L2-normalised) under the output folder. Rows whose image is not in any
 shard get a zero image embedding and a NaN score, so score rules drop them.
+
+Models are open_clip specs resolved by :func:`datacomp.models.resolve_model` (``ViT-B-32:openai``,
+``ViT-L-14:/path.pt``, ``hf-hub:org/name``); the embedded world's reference models are the default
+only for a pool whose metadata carries the world marker. On a GPU images and captions are encoded
+in batches under AMP; on the CPU each worker process uses one torch thread.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datacomp.artifacts import IMAGE_EXTS, is_embedded_world, read_world_marker, world_assets, write_world_marker
 from datacomp.engine import Executor, Task, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
+from datacomp.filters.pixels import lookup_sorted
 from datacomp.io import atomic_path
+from datacomp.models import REFERENCE_MODELS
 from datacomp.uids import UID_DTYPE, hex_to_uids, sort_order
 
 log = logging.getLogger(__name__)
@@ -33,23 +41,42 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One embedding model: the npz key prefix (``b32``/``l14``), open_clip config name, weights."""
+    """One embedding model: the npz key prefix (``b32``/``l14``), model spec (see ``resolve_model``), weights."""
 
     key: str
     name: str
     checkpoint: str | None = None
 
 
-DEFAULT_MODELS = (ModelSpec("b32", "datacomp-ref-b32"), ModelSpec("l14", "datacomp-ref-l14"))
+REFERENCE_SPECS = tuple(ModelSpec(k, n) for k, n in REFERENCE_MODELS.items())
+MODEL_FLAG_HELP = "--model b32=ViT-B-32:openai --model l14=ViT-L-14:openai"
 
 
-def parse_models(specs: list[str] | None, checkpoints: list[str] | None = None) -> tuple[ModelSpec, ...]:
-    """``["b32=ViT-B-32", ...]`` and ``["b32=/path.pt", ...]`` -> specs (defaults: the reference models)."""
-    models = {m.key: m for m in DEFAULT_MODELS} if not specs else {}
+def default_models(metadata_dir: str | os.PathLike[str]) -> tuple[ModelSpec, ...]:
+    """The reference models for an embedded world's pool; any other pool must name its models."""
+    if not is_embedded_world(metadata_dir):
+        raise DataCompError(f"{metadata_dir}: not an embedded world's pool, so no default model: pass "
+                            f"{MODEL_FLAG_HELP} (open_clip names with pretrained tags, a checkpoint path, "
+                            "or hf-hub:ORG/NAME)")
+    return REFERENCE_SPECS
+
+
+def parse_models(specs: list[str] | None, checkpoints: list[str] | None = None,
+                 metadata_dir: str | os.PathLike[str] | None = None) -> tuple[ModelSpec, ...]:
+    """``["b32=ViT-B-32:openai", ...]`` and ``["b32=/path.pt", ...]`` -> specs.
+
+    Without ``specs``: the reference models when ``metadata_dir`` is an embedded world's pool, else refused.
+    """
+    if not specs:
+        if metadata_dir is None:
+            raise DataCompError(f"no embedding model given: pass {MODEL_FLAG_HELP}")
+        models = {m.key: m for m in default_models(metadata_dir)}
+    else:
+        models = {}
     for s in specs or []:
         key, sep, name = s.partition("=")
         if not sep or not key or not name:
-            raise DataCompError(f"--model {s!r}: expected KEY=MODEL, e.g. b32=ViT-B-32")
+            raise DataCompError(f"--model {s!r}: expected KEY=MODEL, e.g. b32=ViT-B-32:openai")
         models[key] = ModelSpec(key, name)
     for c in checkpoints or []:
         key, sep, path = c.partition("=")
@@ -63,16 +90,11 @@ _LOADED: dict[ModelSpec, Any] = {}
 
 
 def load(spec: ModelSpec) -> Any:
-    """The model (cached per process); the embedded world's reference models use their packaged weights."""
+    """The model (cached per process), through :func:`datacomp.models.resolve_model`."""
     if spec not in _LOADED:
-        if spec.checkpoint is None and spec in DEFAULT_MODELS:
-            from datacomp.synth.embed import load_reference
+        from datacomp.models import resolve_model
 
-            _LOADED[spec] = load_reference(spec.key)
-        else:
-            from datacomp.models import load_model
-
-            _LOADED[spec] = load_model(spec.name, spec.checkpoint)
+        _LOADED[spec] = resolve_model(spec.name, spec.checkpoint)
     return _LOADED[spec]
 
 
@@ -88,32 +110,29 @@ def embed_images(lm: Any, images: list[bytes], batch: int = 256) -> np.ndarray:
         except ImageError as e:
             raise DataCompError(f"image {i} of the shard is unusable ({e.message}); re-download it") from None
 
-    out = []
-    with torch.no_grad():
+    from datacomp.models import embed_pixels
+
+    def batches() -> Any:
         for a in range(0, len(images), batch):
-            x = torch.stack([lm.preprocess_val(decode(a + i, b)) for i, b in enumerate(images[a : a + batch])])
-            out.append(torch.nn.functional.normalize(lm.model.encode_image(x).float(), dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, _dim(lm)), np.float32)
+            yield torch.stack([lm.preprocess_val(decode(a + i, b)) for i, b in enumerate(images[a : a + batch])])
+
+    return embed_pixels(lm, batches())
 
 
 def embed_texts(lm: Any, texts: list[str], batch: int = 1024) -> np.ndarray:
     """L2-normalised float32 caption embeddings; each distinct caption encoded once."""
-    from datacomp.synth.embed import embed_texts as _embed
+    from datacomp.models import embed_texts as _embed
 
-    return _embed(lm, texts, batch) if texts else np.zeros((0, _dim(lm)), np.float32)
-
-
-def _dim(lm: Any) -> int:
-    return int(lm.model.text_projection.shape[1])
+    return _embed(lm, texts, batch)
 
 
 def _threads() -> Any:
-    from datacomp.synth.embed import torch_threads
+    from datacomp.models import torch_threads
 
     return torch_threads(1)
 
 
-def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tuple[str, ...] = ("jpg", "png", "webp"),
+def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tuple[str, ...] = IMAGE_EXTS,
                batch: int = 256) -> dict[str, Any]:
     """Embed one shard's images; write ``<work>/<shard>.npz`` with uids and ``<key>_img`` arrays."""
     from datacomp.pool.shards import iter_tar_samples
@@ -156,7 +175,7 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
     except DataCompError as e:
         raise DataCompError(f"{f}: {e}") from None
     index_u, index_src = _load_index(Path(work))
-    pos, found = _lookup(index_u, uids)
+    pos, found = lookup_sorted(index_u, uids)
     texts = [t or "" for t in table.column("text").to_pylist()]
     arrays: dict[str, np.ndarray] = {}
     with _threads():
@@ -209,18 +228,6 @@ def _load_index(work: Path) -> tuple[np.ndarray, tuple[np.ndarray, list[str]]]:
     return u, (s, names)
 
 
-def _lookup(sorted_u: np.ndarray, uids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each uid in the sorted index and whether it is there."""
-    from datacomp.uids import _order_key
-
-    keys = _order_key(sorted_u)
-    q = _order_key(uids)
-    pos = np.searchsorted(keys, q)
-    pos_c = np.minimum(pos, max(len(keys) - 1, 0))
-    found = (pos < len(keys)) & (keys[pos_c] == q) if len(keys) else np.zeros(len(q), bool)
-    return pos_c, found
-
-
 def _group_rows(index_src: tuple[np.ndarray, list[str]], pos: np.ndarray, found: np.ndarray
                 ) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
     src, names = index_src
@@ -237,15 +244,19 @@ def embed_pool(
     metadata_dir: str | os.PathLike[str],
     shards_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
-    models: tuple[ModelSpec, ...] = DEFAULT_MODELS,
+    models: tuple[ModelSpec, ...] | None = None,
     workers: int | None = None,
     batch_size: int = 256,
     executor: str | Executor | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Embed a pool's images (from its shards) and captions; write parquet + npz per metadata file."""
+    """Embed a pool's images (from its shards) and captions; write parquet + npz per metadata file.
+
+    ``models``: default only for an embedded world's pool (its reference models); else required.
+    """
     from datacomp.pool.shards import list_shards
 
+    models = default_models(metadata_dir) if models is None else models
     files = md.list_parquets(metadata_dir)
     tars = list_shards(shards_dir)
     if not tars:
@@ -254,13 +265,52 @@ def embed_pool(
     if out.resolve() == Path(metadata_dir).resolve():
         raise DataCompError(f"{out}: write the embedded metadata to a new folder, not over the input")
     work = out / ".embed-work"
+    if workers is None and executor in (None, "local"):
+        from datacomp.models import default_device
+
+        if default_device() == "cuda":  # one process feeds the GPU in batches; more would only share it
+            workers = 1
     exe = resolve_executor(executor, workers)
     run_tasks([Task(t.stem, shard_task, (str(t), str(work), models), {"batch": batch_size}) for t in tars],
               exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
     res = run_tasks([Task(f.stem, metadata_task, (str(f), str(work), str(out), models)) for f in files],
                     exe, state_dir=work / "state-meta", desc="embed captions", unit="file", progress=progress)
     shutil.rmtree(work, ignore_errors=True)
+    world = read_world_marker(metadata_dir)
+    if world is not None:  # still the world's pool, with the world's assets
+        write_world_marker(out, world_assets(metadata_dir), {k: v for k, v in world.items()
+                                                              if k not in ("kind", "assets", "reference_models")})
     rows = sum(r.stats["rows"] for r in res)
     with_image = sum(r.stats["with_image"] for r in res)
     return {"files": len(files), "shards": len(tars), "rows": rows, "with_image": with_image,
             "models": [m.__dict__ for m in models], "output_dir": str(out)}
+
+
+def build_targets(images: str | os.PathLike[str], output: str | os.PathLike[str], model: str,
+                  batch_size: int = 256) -> dict[str, Any]:
+    """The image-based filter's reference embeddings: every image under ``images`` embedded with ``model``.
+
+    ``images``: a folder of image files (searched recursively, sorted by path) or of webdataset
+    ``.tar`` shards (the ImageNet-1k train set for the original recipe). ``model``: a spec for
+    :func:`datacomp.models.resolve_model`, the same model as the pool's ``l14_img``. Writes a float32,
+    L2-normalised ``(n, d)`` ``.npy`` for ``--targets``.
+    """
+    from datacomp.pool.shards import iter_tar_samples
+
+    root = Path(images)
+    if not root.is_dir():
+        raise DataCompError(f"{root}: reference image folder not found")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in IMAGE_EXTS)
+    tars = sorted(root.rglob("*.tar"))
+    data: list[bytes] = [p.read_bytes() for p in files]
+    for t in tars:
+        data += [bytes(next(m[e] for e in IMAGE_EXTS if e in m)) for _, m in iter_tar_samples(t)
+                 if any(e in m for e in IMAGE_EXTS)]
+    if not data:
+        raise DataCompError(f"{root}: no images ({', '.join(IMAGE_EXTS)} files or .tar shards) to embed")
+    with _threads():
+        emb = embed_images(load(ModelSpec("target", model)), data, batch_size).astype(np.float32)
+    out = Path(output)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, emb, allow_pickle=False)
+    return {"output": str(out), "images": len(data), "dim": int(emb.shape[1]), "model": model}

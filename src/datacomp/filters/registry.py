@@ -1,4 +1,4 @@
-"""Filters by name: the DataComp baselines and user filters, all columnar.
+"""Filters and signals by name: the DataComp baselines, the built-in signals and user plug-ins.
 
 A filter is a function over an Arrow table holding the columns it declares in ``needs`` (metadata
 columns and cached signals, see :mod:`datacomp.filters.signals`) and returns a boolean mask, or a
@@ -18,6 +18,11 @@ rule removed). Register your own in one file and pass it with ``--plugin``::
         }
 
     $ datacomp filter --plugin my_filter.py --name long_english --metadata-dir M --output out.npy
+
+A plug-in file can also add a per-sample *signal* (cached columns a filter or ``--where`` reads)
+with :func:`register_signal` (see :class:`SignalDef`; ``tests/plugins/brightness.py`` is a whole
+example reading image pixels). A pip-installed package adds both through the entry-point group
+``datacomp.plugins``: each entry point names a module (or a callable) imported on first use.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,31 +93,74 @@ def register_filter(name: str, needs: tuple[str, ...] | list[str] | Callable[[Fi
         call = fn if nparams >= 2 else (lambda t, p, _f=fn: _f(t))
         need = needs if callable(needs) else tuple(needs)
         _REGISTRY[name] = FilterDef(name, call, need, uses_score, image_based, needs_synsets,
-                                    description or (fn.__doc__ or "").strip().split("\n")[0],
-                                    dict(late_rules or {}))
+                                    _summary(description, fn), dict(late_rules or {}))
         return fn
 
     return deco
 
 
-def get_filter(name: str) -> FilterDef:
+def _registered(kind: str, registry: dict[str, Any], name: str) -> Any:
     _ensure_builtin()
-    if name not in _REGISTRY:
-        raise DataCompError(f"unknown filter {name!r}; choose one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    if name not in registry:
+        load_entry_points()  # (installed plug-ins are looked for only when a name is not built in)
+    if name not in registry:
+        raise DataCompError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def _summary(description: str, fn: Callable[..., Any]) -> str:
+    return description or (fn.__doc__ or "").strip().split("\n")[0]
+
+
+def get_filter(name: str) -> FilterDef:
+    return _registered("filter", _REGISTRY, name)
 
 
 def list_filters() -> list[FilterDef]:
     _ensure_builtin()
+    load_entry_points()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def _ensure_builtin() -> None:
     import datacomp.filters.baselines  # noqa: F401 - registers the baselines
+    import datacomp.filters.builtin_signals  # noqa: F401 - registers the built-in signals
+
+
+ENTRY_POINT_GROUP = "datacomp.plugins"
+_ENTRY_POINTS_LOADED = False
+
+
+def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Import the plug-ins installed packages declare under ``[project.entry-points."datacomp.plugins"]``.
+
+    Each entry point is a module (importing it registers its filters and signals) or a callable
+    (called once with no arguments). Loaded once per process; returns the names loaded now.
+    """
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED and group == ENTRY_POINT_GROUP:
+        return []
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=group):
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as e:  # noqa: BLE001 - an installed plug-in may raise anything on import
+            raise DataCompError(f"plug-in entry point {ep.name!r} ({ep.value}) failed to load "
+                                f"({type(e).__name__}: {e}); fix or uninstall the package providing it") from None
+        loaded.append(ep.name)
+    if group == ENTRY_POINT_GROUP:
+        _ENTRY_POINTS_LOADED = True
+    return loaded
 
 
 def load_plugins(paths: list[str] | tuple[str, ...]) -> None:
-    """Import user filter files (each registers its filters when imported)."""
+    """Import user plug-in files (each registers its filters and signals when imported)."""
+    if paths:
+        _ensure_builtin()  # (built-ins first: a plug-in column that clashes with one is refused, listings keep order)
     for p in paths:
         path = Path(p).resolve()
         if not path.is_file():
@@ -157,3 +205,98 @@ def as_mask(m: Any) -> Mask:
     if isinstance(m, pa.ChunkedArray | pa.Array):
         m = pc.fill_null(m, False).to_numpy(zero_copy_only=False)
     return np.asarray(m, dtype=bool)
+
+
+# --------------------------------------------------------------------------------------------------
+# Signals: cached per-sample columns, one declarative unit each (computed by filters.signals).
+
+ColumnValues = Any  # a numpy array, a pyarrow Array/ChunkedArray or a list, one value per row asked for
+SignalFn = Callable[[Any], "Mapping[str, ColumnValues]"]
+
+
+@dataclass(frozen=True)
+class SignalDef:
+    """One cached per-sample signal: what it writes, what it reads, how it is computed.
+
+    ``compute(inputs)`` receives a :class:`datacomp.filters.signals.SignalInputs` restricted to the
+    rows to compute (all rows, or for a ``row_lazy`` signal the rows a rule reached) and returns
+    ``{column: values}`` with one value per such row (null/NaN where unknown).
+    """
+
+    name: str  # also the cache folder's name (followed by the fingerprint parts)
+    columns: tuple[tuple[str, pa.DataType], ...]  # output columns and their Arrow types
+    compute: SignalFn
+    meta: tuple[str, ...] = ()  # metadata parquet columns read
+    arrays: tuple[str, ...] = ()  # npz arrays read; "{embedding_key}" stands for the configured key
+    images: bool = False  # decoded pixels from the pool's shards (``--shards-dir``)
+    assets: tuple[str, ...] = ()  # named input files (``SignalConfig.asset``); their content hash names the cache
+    row_lazy: bool = False  # can be computed for some rows only (null elsewhere), completed later
+    params: Callable[[Any], str] | None = None  # SignalConfig -> parameter fingerprint (cache folder name)
+    version: str = ""  # bump when ``compute`` changes: cached files of another version are recomputed
+    description: str = ""
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.columns)
+
+
+_SIGNALS: dict[str, SignalDef] = {}
+
+
+def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta: tuple[str, ...] | list[str] = (),
+                    arrays: tuple[str, ...] | list[str] = (), images: bool = False,
+                    assets: tuple[str, ...] | list[str] = (), row_lazy: bool = False,
+                    params: Callable[[Any], str] | None = None, version: str = "",
+                    description: str = "") -> Callable[[SignalFn], SignalFn]:
+    """Decorator: register ``compute(inputs) -> {column: values}`` as the signal ``name``.
+
+    ``columns``: ``{column: arrow type}`` (a type or its name: ``"float32"``, ``"string"``, ``"bool"``).
+    A column name must be unique across signals and metadata columns.
+    """
+    if not name or "-" in name or "/" in name:
+        raise DataCompError(f"signal name {name!r}: use letters, digits and underscores")
+    cols = tuple((c, t if isinstance(t, pa.DataType) else pa.type_for_alias(str(t))) for c, t in columns.items())
+    if not cols:
+        raise DataCompError(f"signal {name!r} declares no columns")
+
+    def deco(fn: SignalFn) -> SignalFn:
+        from datacomp.filters.signals import DERIVED, META_COLUMNS
+
+        taken = {c: s.name for s in _SIGNALS.values() if s.name != name for c in s.column_names}
+        for c, _ in cols:
+            if c in taken or c in META_COLUMNS or c in DERIVED:
+                raise DataCompError(f"signal {name!r}: column {c!r} is already provided by "
+                                    f"{taken.get(c, 'the metadata')}; choose another column name")
+        _SIGNALS[name] = SignalDef(name, cols, fn, tuple(meta), tuple(arrays), images, tuple(assets), row_lazy,
+                                   params, version, _summary(description, fn))
+        return fn
+
+    return deco
+
+
+def get_signal(name: str) -> SignalDef:
+    return _registered("signal", _SIGNALS, name)
+
+
+def list_signals() -> list[SignalDef]:
+    """Registered signals (installed plug-ins included), built-ins first, in registration order."""
+    _ensure_builtin()
+    load_entry_points()
+    return list(_SIGNALS.values())
+
+
+def signal_of(column: str) -> SignalDef | None:
+    """The signal providing ``column``, or ``None``; installed plug-ins are scanned only when no loaded one does.
+
+    (Scanning the installed distributions' entry points costs 0.1-0.25 s per process, which a run
+    of built-in rules does not pay.)
+    """
+    _ensure_builtin()
+    for _ in range(2):
+        for sig in _SIGNALS.values():
+            if column in sig.column_names:
+                return sig
+        if _ENTRY_POINTS_LOADED:
+            return None
+        load_entry_points()
+    return None

@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import summary_path, world_assets
 from datacomp.engine import Executor, ParentAndPoolExecutor, Task, ThreadExecutor, resolve_executor, run_tasks
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters import threshold as th
-from datacomp.filters.registry import FilterParams, apply, columns_needed, get_filter, load_plugins
+from datacomp.filters.registry import FilterParams, apply, columns_needed, get_filter, get_signal, load_plugins
 from datacomp.filters.signals import (
     ALL_COLUMNS,
     SignalConfig,
+    column_type,
     default_signals_dir,
     ensure_signals,
     groups_for,
@@ -47,23 +49,9 @@ WHERE = "where"
 SCALE_CENTROIDS = ("small", "medium", "large", "xlarge")
 
 
-def summary_path(output: str | os.PathLike[str] | Location) -> Path | Location:
-    """``subset.npy`` -> ``subset.summary.json`` (the markdown table is ``.summary.md``)."""
-    return as_location(output).with_suffix(".summary.json").native
-
-
 def where_columns(where: str) -> list[str]:
     """Signal columns an SQL expression mentions (so only those are loaded or computed)."""
     return [c for c in ALL_COLUMNS if re.search(rf"\b{re.escape(c)}\b", where)]
-
-
-def world_assets(metadata_dir: Path | Location) -> Path | None:
-    """``<world>/assets`` when ``metadata_dir`` is an embedded world's (local) ``pool/metadata``."""
-    local = as_location(metadata_dir).local_path
-    if local is None:
-        return None
-    assets = local.resolve().parent.parent / "assets"
-    return assets if (assets / "imagenet_analog_l14_img.npy").is_file() else None
 
 
 def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: float | None,
@@ -106,6 +94,8 @@ def run_filter(
     num_clusters: int | None = None,
     seed: int = 0,
     signals_dir: str | os.PathLike[str] | None = None,
+    shards_dir: str | os.PathLike[str] | None = None,
+    signal_assets: dict[str, str] | None = None,
     workers: int | None = None,
     executor: str | Executor | None = None,
     progress: bool = True,
@@ -130,16 +120,20 @@ def run_filter(
     exe = resolve_executor(executor, workers, ThreadExecutor)  # (the passes below are GIL-free reads)
     params = FilterParams(compat=compat, arch=arch, threshold=threshold)
 
-    # Inputs of the parameterised signal groups.
+    # Inputs of the parameterised signals (named assets, the pool's shards for pixel signals).
+    wanted = groups_for([*(columns_needed(fdef, params) if fdef else ()), *(where_columns(where) if where else ())])
+    needs = {a for g in wanted for a in get_signal(g).assets}
     synsets_file = None
-    if fdef and fdef.needs_synsets or (where and {"in21k", "in21k_compat"} & set(where_columns(where))):
+    if fdef and fdef.needs_synsets or "synsets" in needs:
         synsets_file = _resolve_synsets(synsets, assets)
     centroids_file = None
-    if fdef and fdef.image_based or (where and {"cluster_l2", "cluster_dot"} & set(where_columns(where))):
+    if fdef and fdef.image_based or "centroids" in needs:
         centroids_file = _resolve_centroids(
             centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
+    pixels = [g for g in wanted if get_signal(g).images]
     cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
-                       str(centroids_file) if centroids_file else None)
+                       str(centroids_file) if centroids_file else None, extra=dict(signal_assets or {}),
+                       shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None)
     if fdef and fdef.image_based:
         from datacomp.filters.clusters import load_matrix, target_clusters
 
@@ -180,7 +174,8 @@ def run_filter(
 
     config = {"name": name, "metadata_dir": str(metadata_dir.resolve()), "compat": compat, "arch": arch,
               "threshold": threshold, "fraction": fraction, "where": where, "plugins": [str(p) for p in plugins],
-              "synsets": cfg.synsets_file, "centroids": cfg.centroids_file,
+              "synsets": cfg.synsets_file, "centroids": cfg.centroids_file, "assets": cfg.extra,
+              "shards_dir": cfg.shards_dir,
               "resolved_threshold": params.threshold, "files": [f.name for f in files]}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     work = output.with_name(f".{output.name}.work-{digest}")
@@ -294,7 +289,7 @@ def _with_nulls(table: Any, columns: list[str]) -> Any:
     import pyarrow as pa
 
     for c in columns:
-        table = table.append_column(c, pa.nulls(table.num_rows, pa.float32() if c == "lang_score" else pa.string()))
+        table = table.append_column(c, pa.nulls(table.num_rows, column_type(c)))
     return table
 
 
@@ -327,6 +322,22 @@ def where_mask(table: Any, where: str, source: Path | Location) -> np.ndarray:
     mask = np.zeros(table.num_rows, bool)
     mask[np.asarray(rows, np.int64)] = True
     return mask
+
+
+def resolve_shards_dir(shards_dir: str | os.PathLike[str] | None, metadata_dir: Path | Location,
+                       signals: list[str]) -> Path:
+    """The pool's (local) shards folder for signals reading pixels: given, else ``<metadata-dir>/../shards``."""
+    if shards_dir:
+        d = Path(shards_dir)
+        if not d.is_dir():
+            raise DataCompError(f"{d}: --shards-dir not found (the pool's local folder of .tar shards)")
+        return d
+    local = as_location(metadata_dir).local_path
+    d = local.resolve().parent / "shards" if local is not None else None
+    if d is not None and d.is_dir():
+        return d
+    raise DataCompError(f"signal(s) {', '.join(signals)} read image pixels: pass the pool's shards with --shards-dir"
+                        + (f" (no {d})" if d is not None else ""))
 
 
 def _resolve_synsets(synsets: str | os.PathLike[str] | None, assets: Path | None) -> Path:
@@ -407,27 +418,37 @@ def compute_signals(
     workers: int | None = None,
     executor: str | Executor | None = None,
     progress: bool = True,
+    plugins: list[str] | tuple[str, ...] = (),
+    shards_dir: str | os.PathLike[str] | None = None,
+    signal_assets: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
 
-    ``groups``: the signal groups to compute (default: all); groups already cached are kept.
+    ``groups``: the signals to compute (default: every registered one that needs no image pixels);
+    signals already cached are kept.
     """
-    from datacomp.filters.signals import CENTROID_GROUPS, GROUP_COLUMNS, SYNSET_GROUPS
+    from datacomp.filters.registry import list_signals
 
-    groups = list(GROUP_COLUMNS) if groups is None else list(groups)
+    load_plugins(list(plugins))
+    names = [s.name for s in list_signals()]
+    groups = [s.name for s in list_signals() if not s.images] if groups is None else list(groups)
     metadata_dir = as_location(metadata_dir)
     sdir = as_location(signals_dir)
-    unknown = [g for g in groups if g not in GROUP_COLUMNS]
+    unknown = [g for g in groups if g not in names]
     if unknown:
-        raise DataCompError(f"unknown signal group(s) {unknown}; choose from {', '.join(GROUP_COLUMNS)}")
+        raise DataCompError(f"unknown signal(s) {unknown}; choose from {', '.join(names)}")
     files = md.list_parquets(metadata_dir)
     assets = world_assets(metadata_dir)
-    syn = _resolve_synsets(synsets, assets) if set(SYNSET_GROUPS) & set(groups) else None
+    needs = {a for g in groups for a in get_signal(g).assets}
+    syn = _resolve_synsets(synsets, assets) if "synsets" in needs else None
     cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
-           if set(CENTROID_GROUPS) & set(groups) else None)
-    cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None)
+           if "centroids" in needs else None)
+    pixels = [g for g in groups if get_signal(g).images]
+    cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None,
+                       extra=dict(signal_assets or {}),
+                       shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None)
     rows = [md.num_rows(f) for f in files]
-    tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg), weight=n)
+    tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg, list(plugins)), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]
     exe = resolve_executor(executor, workers, lambda w: ParentAndPoolExecutor(w or os.cpu_count() or 1))
     results = run_tasks(tasks, exe,

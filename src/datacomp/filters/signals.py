@@ -1,22 +1,22 @@
-"""Per-sample signals, computed lazily per signal group and per metadata parquet, cached as files.
+"""Per-sample signals, computed lazily per signal and per metadata parquet, cached as files.
 
 A filter names the columns it needs; each column comes from one *provider*:
 
 - ``meta``: read from the metadata parquet itself (``uid``, ``text``, sizes, CLIP scores), plus
   cheap derived columns (``min_side``, ``aspect``, ``uid_f0``/``uid_f1``) computed on the fly;
-- cached groups, one parquet per metadata file under ``<signals_dir>/<group>/<stem>.parquet``:
-  ``lang`` (fastText language and confidence, distinct captions in batched ``predict`` calls;
-  row-lazy: possibly only for the rows a rule reached, null elsewhere), ``caption``
-  (character and ``str.split()`` word counts) and ``ft_tokens`` (``fasttext.tokenize`` counts),
-  ``cld3`` (CLD3 language; only where ``clip_b32_similarity_score >= 0.28``, the rows the LAION-2B
-  rule can keep — null elsewhere), ``concepts-<hash>`` / ``concepts_compat-<hash>`` (ImageNet-21k
-  word match, fixed / original rule), ``clusters-<hash>`` / ``clusters_dot-<hash>`` (nearest
-  centroid by L2 / by dot product).
+- a registered *signal* (:func:`datacomp.filters.registry.register_signal`; the built-ins are in
+  :mod:`datacomp.filters.builtin_signals`), cached as one parquet per metadata file under
+  ``<signals_dir>/<signal>[-<params>][-<asset hash>...]/<stem>.parquet``. The built-ins: ``lang``
+  (fastText language and confidence; row-lazy: possibly only for the rows a rule reached, null
+  elsewhere), ``caption``, ``ft_tokens``, ``cld3`` (only where ``clip_b32_similarity_score >= 0.28``),
+  ``concepts`` / ``concepts_compat`` (ImageNet-21k word match, fixed / original rule; named by the
+  entity list's hash), ``clusters`` / ``clusters_dot`` (nearest centroid by L2 / dot product).
 
-Groups are small on purpose: a run computes only the groups its columns need (basic_filter never
-runs CLD3 or WordNet), and a later rule that needs more computes only the groups still missing
+Signals are small on purpose: a run computes only the signals its columns need (basic_filter never
+runs CLD3 or WordNet), and a later rule that needs more computes only the signals still missing
 for each file and reads the rest. So a new combination of rules reads small cached columns
-instead of re-running language ID.
+instead of re-running language ID. A signal reads metadata columns, npz arrays, named asset files
+and decoded images from the pool's shards (``SignalInputs``), all declared on its unit.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import functools
 import hashlib
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -35,64 +37,99 @@ import pyarrow.parquet as pq
 
 from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
-from datacomp.filters import text as tx
+from datacomp.filters.registry import SignalDef, get_signal, list_signals, signal_of
 from datacomp.io import atomic_path
 from datacomp.storage import Location, as_location
-from datacomp.uids import hex_to_uids
+from datacomp.uids import UID_DTYPE, hex_to_uids
 
 log = logging.getLogger(__name__)
 
-LAION_CLD3_MIN_B32 = 0.28
 META_COLUMNS = ("uid", "url", "text", "original_width", "original_height",
                 "clip_b32_similarity_score", "clip_l14_similarity_score")
 DERIVED = {"min_side": ("original_width", "original_height"), "aspect": ("original_width", "original_height"),
            "uid_f0": ("uid",), "uid_f1": ("uid",)}
-GROUP_COLUMNS = {
-    "lang": ("lang", "lang_score"),
-    "caption": ("text_chars", "text_words"),
-    "ft_tokens": ("ft_tokens",),
-    "cld3": ("cld3_lang",),
-    "concepts": ("in21k",),
-    "concepts_compat": ("in21k_compat",),
-    "clusters": ("cluster_l2",),
-    "clusters_dot": ("cluster_dot",),
-}
-# Metadata columns each group is computed from (read once per file for all the groups computed).
-GROUP_INPUTS = {"lang": ("text",), "caption": ("text",), "ft_tokens": ("text",),
-                "cld3": ("text", "clip_b32_similarity_score"), "concepts": ("text",), "concepts_compat": ("text",),
-                "clusters": (), "clusters_dot": ()}
-# Groups that can be computed for some rows only (null elsewhere; ``datacomp_partial`` in the file's
-# metadata): a rule that reads them is evaluated last, on the rows the other rules keep, and a later
-# need for more rows computes just the rows still null.
-ROW_LAZY_GROUPS = ("lang",)
-# Groups whose folder name carries the hash of an input file (the entity list, the centroids).
-SYNSET_GROUPS = ("concepts", "concepts_compat")
-CENTROID_GROUPS = ("clusters", "clusters_dot")
-COLUMN_GROUP = {c: g for g, cols in GROUP_COLUMNS.items() for c in cols}
-ALL_COLUMNS = (*META_COLUMNS, *DERIVED, *COLUMN_GROUP)
+# How a missing named asset is given (a plug-in's own assets: ``--signal-asset NAME=FILE``).
+ASSET_FLAGS = {"synsets": "--synsets FILE", "centroids": "--centroids FILE"}
+
+
+class _GroupColumns(Mapping[str, tuple[str, ...]]):
+    """Live view: signal name -> its column names (plug-ins registered later included)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return {s.name: s.column_names for s in list_signals()}[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([s.name for s in list_signals()])
+
+    def __len__(self) -> int:
+        return len(list_signals())
+
+
+class _AllColumns(Sequence[str]):
+    """Live list of every column a filter or ``--where`` can name."""
+
+    def _cols(self) -> tuple[str, ...]:
+        return (*META_COLUMNS, *DERIVED, *(c for s in list_signals() for c in s.column_names))
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._cols()[i]
+
+    def __len__(self) -> int:
+        return len(self._cols())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._cols())
+
+    def __contains__(self, c: object) -> bool:
+        return c in self._cols()
+
+
+GROUP_COLUMNS: Mapping[str, tuple[str, ...]] = _GroupColumns()
+ALL_COLUMNS: Sequence[str] = _AllColumns()
+
+
+def column_signal(column: str) -> SignalDef | None:
+    """The signal providing ``column`` (``None`` for metadata and derived columns)."""
+    if column in META_COLUMNS or column in DERIVED:
+        return None
+    return signal_of(column)
+
+
+def column_type(column: str) -> pa.DataType:
+    """The declared Arrow type of a signal column."""
+    s = column_signal(column)
+    if s is None:
+        raise DataCompError(f"{column!r} is not a signal column")
+    return dict(s.columns)[column]
 
 
 @dataclass(frozen=True)
 class SignalConfig:
-    """Where the cache lives and the inputs that parameterise the cached groups."""
+    """Where the cache lives and the inputs that parameterise the cached signals."""
 
     signals_dir: str
     synsets_file: str | None = None  # entity list for ``concepts`` (wnids or concept names)
     centroids_file: str | None = None  # (k, d) centroids for ``clusters``
     embedding_key: str = "l14_img"
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # other named assets (plug-in signals)
+    shards_dir: str | None = None  # the pool's shards, for signals that read image pixels
+
+    def asset(self, name: str, signal: str = "") -> str:
+        """Path of the named asset file, or one line saying which flag gives it."""
+        path = {"synsets": self.synsets_file, "centroids": self.centroids_file}.get(name) or self.extra.get(name)
+        if not path:
+            flag = ASSET_FLAGS.get(name, f"--signal-asset {name}=FILE")
+            raise DataCompError(f"the {signal or name} signal needs the {name} file ({flag})")
+        return path
 
     def group_dir(self, group: str) -> Location:
-        root = as_location(self.signals_dir)
-        if group in SYNSET_GROUPS:
-            if not self.synsets_file:
-                raise DataCompError("the concept signals need a synset list (--synsets FILE)")
-            return root / f"{group}-{_file_hash(self.synsets_file)}"
-        if group in CENTROID_GROUPS:
-            if not self.centroids_file:
-                raise DataCompError("the cluster signals need centroids (--centroids FILE)")
-            return root / f"{group}-{self.embedding_key}-{_file_hash(self.centroids_file)}"
-        return root / group
+        """``<signals_dir>/<signal>[-<params>][-<hash of each asset>]``."""
+        sig = get_signal(group)
+        parts = [sig.name]
+        if sig.params is not None:
+            parts.append(str(sig.params(self)))
+        parts += [_file_hash(self.asset(a, sig.name)) for a in sig.assets]
+        return as_location(self.signals_dir) / "-".join(parts)
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,12 +151,12 @@ def _file_hash(path: str) -> str:
 
 
 def groups_for(columns: list[str] | tuple[str, ...]) -> list[str]:
-    """Cached groups needed for ``columns`` (in a stable order)."""
+    """Cached signals needed for ``columns`` (in a stable order)."""
     out = []
     for c in columns:
-        g = COLUMN_GROUP.get(c)
-        if g and g not in out:
-            out.append(g)
+        sig = column_signal(c)
+        if sig is not None and sig.name not in out:
+            out.append(sig.name)
     return out
 
 
@@ -158,8 +195,12 @@ def _state(path: Location, parquet: Path | Location, group: str | None = None) -
     meta = schema.metadata or {}
     if meta.get(b"datacomp_source", b"").decode() != _source_tag(parquet):
         return "missing"
-    if group is not None and not set(GROUP_COLUMNS[group]) <= set(schema.names):
-        return "missing"
+    if group is not None:
+        sig = get_signal(group)
+        if not set(sig.column_names) <= set(schema.names):
+            return "missing"
+        if sig.version and meta.get(b"datacomp_signal_version", b"").decode() != sig.version:
+            return "missing"
     return "partial" if meta.get(b"datacomp_partial") == b"1" else "full"
 
 
@@ -168,68 +209,134 @@ def _is_current(path: Path, parquet: Path, group: str | None = None) -> bool:
     return _state(path, parquet, group) == "full"
 
 
+class SignalInputs:
+    """What a signal's ``compute`` reads, for the rows it is asked for (declared on its unit).
+
+    ``column(name)``: a metadata column (declared in ``meta``); ``array(key)``: an npz array
+    (declared in ``arrays``); ``asset(name)``: a named input file's path (declared in ``assets``);
+    ``uids()``; ``image_bytes()`` / ``iter_images(batch_size)``: the rows' images from the pool's
+    shards (``images=True``), ``None`` where the pool holds no image for a row.
+    """
+
+    def __init__(self, sig: SignalDef, parquet: Path, cfg: SignalConfig, meta: pa.Table | None,
+                 rows: np.ndarray | None, total: int):
+        self.signal = sig
+        self.parquet = parquet
+        self.cfg = cfg
+        self.total_rows = total
+        self.rows = np.arange(total) if rows is None else rows  # row numbers in the file
+        self._all = rows is None
+        self._meta = meta
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.rows.size)
+
+    def _take(self, arr: Any) -> Any:
+        return arr if self._all else arr.take(pa.array(self.rows, pa.int64()))
+
+    def column(self, name: str) -> pa.Array:
+        if name not in self.signal.meta and not (name == "uid" and self.signal.images):
+            raise DataCompError(f"signal {self.signal.name!r} reads metadata column {name!r} without declaring it "
+                                f"(register_signal(..., meta=(..., {name!r})))")
+        if self._meta is None or name not in self._meta.column_names:
+            self._meta = md.read_columns(self.parquet, self._inputs())
+        return self._take(self._meta.column(name).combine_chunks())
+
+    def _inputs(self) -> list[str]:
+        return list(dict.fromkeys([*self.signal.meta, *(["uid"] if self.signal.images else [])]))
+
+    def array(self, key: str, dim: int | None = None, dim_source: str = "") -> np.ndarray:
+        """An npz array's rows (``dim``: the width it must have, ``dim_source`` saying why, for the error)."""
+        declared = [a.format(embedding_key=self.cfg.embedding_key) for a in self.signal.arrays]
+        key = key.format(embedding_key=self.cfg.embedding_key)
+        if key not in declared:
+            raise DataCompError(f"signal {self.signal.name!r} reads npz array {key!r} without declaring it")
+        arr = md.read_embeddings(self.parquet, key, rows=self.total_rows, dim=dim, dim_source=dim_source)
+        return arr if self._all else arr[self.rows]
+
+    def asset(self, name: str) -> str:
+        if name not in self.signal.assets:
+            raise DataCompError(f"signal {self.signal.name!r} reads asset {name!r} without declaring it")
+        return self.cfg.asset(name, self.signal.name)
+
+    def uids(self) -> np.ndarray:
+        col = self._meta.column("uid") if self._meta is not None and "uid" in self._meta.column_names else None
+        if col is None:
+            col = md.read_columns(self.parquet, ["uid"]).column("uid")
+        try:
+            u = hex_to_uids(self._take(col.combine_chunks()))
+        except DataCompError as e:
+            raise DataCompError(f"{self.parquet}: {e}") from None
+        return np.asarray(u, UID_DTYPE)
+
+    def image_bytes(self) -> list[bytes | None]:
+        if not self.signal.images:
+            raise DataCompError(f"signal {self.signal.name!r} reads images without declaring images=True")
+        from datacomp.filters.pixels import shard_images
+
+        if not self.cfg.shards_dir:
+            raise DataCompError(f"the {self.signal.name} signal reads image pixels: pass the pool's --shards-dir")
+        return shard_images(self.cfg.shards_dir).image_bytes(self.uids())
+
+    def iter_images(self, batch_size: int = 256) -> Iterator[tuple[np.ndarray, list[np.ndarray | None]]]:
+        """``(positions among the rows asked for, uint8 (h, w, 3) pixels or None)`` per batch."""
+        from datacomp.filters.pixels import decode_rgb
+
+        data = self.image_bytes()
+        for a in range(0, len(data), batch_size):
+            yield np.arange(a, min(a + batch_size, len(data))), [decode_rgb(b) for b in data[a: a + batch_size]]
+
+
+def _as_column(sig: SignalDef, name: str, typ: pa.DataType, values: Any, n: int) -> pa.Array:
+    """A compute result column as an Arrow array of the declared type (dictionary-encoded kept)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        if pa.types.is_dictionary(values.type) and values.type.value_type == typ:
+            arr = values
+        else:
+            arr = values if values.type == typ else values.cast(typ)
+    else:
+        try:
+            arr = pa.array(values, typ, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
+            raise DataCompError(f"signal {sig.name!r} column {name!r}: values are not {typ} ({e})") from None
+    if len(arr) != n:
+        raise DataCompError(f"signal {sig.name!r} column {name!r}: {len(arr)} values for {n} rows")
+    return arr
+
+
 def compute_group(group: str, parquet: Path, cfg: SignalConfig, meta: pa.Table | None = None,
                   rows: np.ndarray | None = None) -> pa.Table:
-    """Compute one signal group for one metadata file (vectorised; see module docstring).
+    """Compute one signal for one metadata file (a table of the file's rows).
 
-    ``meta``: the file's metadata columns when the caller has read them already (``GROUP_INPUTS``).
-    ``rows``: for a row-lazy group, the rows to compute (a mask); the others are null.
+    ``meta``: the file's metadata columns when the caller has read them already (the signal's ``meta``).
+    ``rows``: for a row-lazy signal, the rows to compute (a mask); the others are null.
     """
-    if group not in GROUP_COLUMNS:
-        raise DataCompError(f"unknown signal group {group!r}")
-    need = list(GROUP_INPUTS[group])
-    if need and (meta is None or not set(need) <= set(meta.column_names)):
-        meta = md.read_columns(parquet, need)
-    if group == "lang":
-        text = tx.as_text(meta.column("text"))  # type: ignore[union-attr]
-        if rows is None:
-            lang, score = tx.fasttext_language(text)
-            return pa.table({"lang": lang, "lang_score": score})
-        idx = np.flatnonzero(rows)
-        lang, score = tx.fasttext_language(text.take(pa.array(idx, pa.int64())))
-        return _scatter({"lang": lang.cast(pa.string()), "lang_score": pa.array(score)}, idx, len(text))
-    if group == "caption":
-        text = tx.as_text(meta.column("text"))  # type: ignore[union-attr]
-        return pa.table({"text_chars": tx.char_count(text), "text_words": tx.word_count(text)})
-    if group == "ft_tokens":
-        return pa.table({"ft_tokens": tx.fasttext_token_count(meta.column("text"))})  # type: ignore[union-attr]
-    if group == "cld3":
-        b32 = meta.column("clip_b32_similarity_score").to_numpy(zero_copy_only=False).astype(np.float64)  # type: ignore[union-attr]
-        with np.errstate(invalid="ignore"):
-            laion_rows = b32 >= LAION_CLD3_MIN_B32
-        return pa.table({"cld3_lang": tx.cld3_language(meta.column("text"), laion_rows)})  # type: ignore[union-attr]
-    if group in SYNSET_GROUPS:
-        m = tx.entity_matcher(str(Path(cfg.synsets_file).resolve()))  # type: ignore[arg-type]
-        col = GROUP_COLUMNS[group][0]
-        return pa.table({col: m.match(meta.column("text"), compat=group == "concepts_compat")})  # type: ignore[union-attr]
-    from datacomp.filters.clusters import assign
-
-    n = md.num_rows(parquet)
-    cents = _centroids(cfg.centroids_file)  # type: ignore[arg-type]
-    emb = md.read_embeddings(parquet, cfg.embedding_key, rows=n, dim=cents.shape[1],
-                             dim_source=f"centroids {Path(cfg.centroids_file).name}")  # type: ignore[arg-type]
-    metric = "dot" if group == "clusters_dot" else "l2"
-    return pa.table({GROUP_COLUMNS[group][0]: assign(emb, cents, metric)})
-
-
-_CENTROIDS: dict[str, np.ndarray] = {}
-
-
-def _centroids(path: str) -> np.ndarray:
-    from datacomp.filters.clusters import load_matrix
-
-    if path not in _CENTROIDS:
-        _CENTROIDS.clear()
-        _CENTROIDS[path] = load_matrix(path, "centroids")
-    return _CENTROIDS[path]
+    sig = get_signal(group)
+    n = md.num_rows(parquet) if meta is None else meta.num_rows
+    idx = None if rows is None else np.flatnonzero(rows)
+    inputs = SignalInputs(sig, parquet, cfg, meta, idx, n)
+    res = sig.compute(inputs)
+    if not isinstance(res, Mapping):
+        raise DataCompError(f"signal {sig.name!r}: compute() must return {{column: values}}, "
+                            f"got {type(res).__name__}")
+    missing = [c for c in sig.column_names if c not in res]
+    if missing:
+        raise DataCompError(f"signal {sig.name!r}: compute() returned no {missing}")
+    cols = {c: _as_column(sig, c, t, res[c], inputs.num_rows) for c, t in sig.columns}
+    if idx is None:
+        return pa.table(cols)
+    return _scatter(cols, idx, n)
 
 
 def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig,
                    rows: np.ndarray | None = None) -> dict[str, int]:
     """Compute and cache what is missing of ``groups`` for one file; return rows computed per group.
 
-    Groups already cached are left as they are. ``rows`` (a mask) limits the row-lazy groups
-    (``ROW_LAZY_GROUPS``) to those rows; a row-lazy group computed for some rows before is
+    Groups already cached are left as they are. ``rows`` (a mask) limits the row-lazy signals
+    (``row_lazy=True``) to those rows; a row-lazy group computed for some rows before is
     completed with just the rows still null. Each group is its own file, written atomically, so a
     killed run keeps the groups it finished and a later run computes only what is still missing.
     """
@@ -241,17 +348,18 @@ def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig,
         state = _state(path, parquet, g)
         if state == "full":
             continue
-        if g not in ROW_LAZY_GROUPS:
+        sig = get_signal(g)
+        if not sig.row_lazy:
             todo.append((g, None, None))
             continue
-        old = md.read_parquet(path, list(GROUP_COLUMNS[g])) if state == "partial" else None
-        have = np.zeros(n, bool) if old is None else pc.is_valid(old.column(GROUP_COLUMNS[g][0])).to_numpy(
+        old = md.read_parquet(path, list(sig.column_names)) if state == "partial" else None
+        have = np.zeros(n, bool) if old is None else pc.is_valid(old.column(sig.column_names[0])).to_numpy(
             zero_copy_only=False)
         want = np.ones(n, bool) if rows is None else np.asarray(rows, bool)
         need = want & ~have
         if need.any() or state == "missing":  # (a file even when no row is wanted: readers expect one)
             todo.append((g, old, need))
-    inputs = list(dict.fromkeys(c for g, _, _ in todo for c in GROUP_INPUTS.get(g, ())))
+    inputs = list(dict.fromkeys(c for g, _, _ in todo for c in _meta_inputs(get_signal(g))))
     meta = md.read_columns(parquet, inputs) if inputs else None
     for g, old, need in todo:
         if need is None:
@@ -261,16 +369,23 @@ def ensure_signals(parquet: Path, groups: list[str], cfg: SignalConfig,
             table = compute_group(g, parquet, cfg, meta, rows=None if every else need)
             if old is not None:
                 table = _merge(old, table, need)
-            partial = not every and table.column(GROUP_COLUMNS[g][0]).null_count > 0
+            partial = not every and table.column(get_signal(g).column_names[0]).null_count > 0
         if table.num_rows != n:
             raise DataCompError(f"{parquet}: signal group {g} produced {table.num_rows} rows, expected {n}")
         tags = {"datacomp_source": _source_tag(parquet)}
         if partial:
             tags["datacomp_partial"] = "1"
+        if get_signal(g).version:
+            tags["datacomp_signal_version"] = get_signal(g).version
         with atomic_path(_signal_path(cfg, g, parquet)) as tmp:
             pq.write_table(table.replace_schema_metadata(tags), tmp, compression="zstd")
         done[g] = n if need is None else int(need.sum())
     return done
+
+
+def _meta_inputs(sig: SignalDef) -> tuple[str, ...]:
+    """Metadata columns a signal reads (``uid`` too when it reads images: rows are matched by uid)."""
+    return (*sig.meta, "uid") if sig.images and "uid" not in sig.meta else sig.meta
 
 
 def _scatter(cols: dict[str, pa.Array], idx: np.ndarray, n: int) -> pa.Table:
@@ -306,8 +421,12 @@ def missing_groups(parquet: Path, groups: list[str], cfg: SignalConfig) -> list[
     return [g for g in groups if not _is_current(_signal_path(cfg, g, parquet), parquet, g)]
 
 
-def signals_task(parquet: str, groups: list[str], cfg: SignalConfig) -> dict[str, object]:
+def signals_task(parquet: str, groups: list[str], cfg: SignalConfig,
+                 plugins: list[str] | tuple[str, ...] = ()) -> dict[str, object]:
     """Engine task: make one file's cached signals current (only the missing groups are computed)."""
+    from datacomp.filters.registry import load_plugins
+
+    load_plugins(list(plugins))
     computed = ensure_signals(as_location(parquet), groups, cfg)
     return {"rows": md.num_rows(parquet), "computed": computed}
 
@@ -320,9 +439,11 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
     groups are needed; those are computed if missing, and other rows may come back null.
     """
     columns = list(dict.fromkeys(columns))
-    unknown = [c for c in columns if c not in ALL_COLUMNS]
+    owner = {c: sig for c in columns if (sig := column_signal(c)) is not None}
+    unknown = [c for c in columns if c not in owner and c not in META_COLUMNS and c not in DERIVED]
     if unknown:
-        raise DataCompError(f"unknown signal column(s) {unknown}; available: {', '.join(ALL_COLUMNS)}")
+        raise DataCompError(f"unknown signal column(s) {unknown}; available: {', '.join(ALL_COLUMNS)} "
+                            "(`datacomp filter signals --list`)")
     meta_cols = meta_columns_for(columns)
     meta = md.read_columns(parquet, meta_cols) if meta_cols else None
     n = meta.num_rows if meta is not None else md.num_rows(parquet)
@@ -347,14 +468,15 @@ def load_columns(parquet: Path, columns: list[str] | tuple[str, ...], cfg: Signa
                     raise DataCompError(f"{parquet}: {e}") from None
                 out["uid_f0"], out["uid_f1"] = u["f0"], u["f1"]
         else:
-            g = COLUMN_GROUP[c]
+            sig = owner[c]
+            g = sig.name
             if g not in cached:
                 if cfg is None:
                     raise DataCompError(f"column {c!r} needs the signals cache (--signals-dir)")
                 path = _signal_path(cfg, g, parquet)
                 if not _is_current(path, parquet, g):
-                    ensure_signals(parquet, [g], cfg, rows if g in ROW_LAZY_GROUPS else None)
-                cached[g] = md.read_parquet(path, list(GROUP_COLUMNS[g]))
+                    ensure_signals(parquet, [g], cfg, rows if sig.row_lazy else None)
+                cached[g] = md.read_parquet(path, list(sig.column_names))
                 if cached[g].num_rows != n:
                     raise DataCompError(f"{path}: {cached[g].num_rows} rows, {parquet.name} has {n}")
             out[c] = cached[g].column(c)

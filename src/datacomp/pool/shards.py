@@ -9,7 +9,6 @@ through :class:`ShardWriter`, so the layout is defined once.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from typing import Any
 
 from datacomp.errors import DataCompError
 from datacomp.io import atomic_path, write_json_atomic
-from datacomp.pool.tario import BLOCK, iter_members, mapped, scan_layout
+from datacomp.pool.tario import BLOCK, TarOut, iter_members, mapped, scan_layout
 from datacomp.storage import Location, as_location
 
 SHARD_DIGITS = 8
@@ -69,15 +68,6 @@ def shard_id_of(tar: str | os.PathLike[str] | Location) -> int:
     return int(m.group(2))
 
 
-def _tarinfo(name: str, size: int, mtime: float) -> tarfile.TarInfo:
-    ti = tarfile.TarInfo(name)
-    ti.size = size
-    ti.mtime = int(mtime)
-    ti.mode = 0o444
-    ti.uname = ti.gname = "datacomp"
-    return ti
-
-
 class TarSampleWriter:
     """Append samples (``{ext: bytes|str|dict}``) to a tar that appears under its final name on close."""
 
@@ -86,23 +76,25 @@ class TarSampleWriter:
         self.mtime = time.time() if mtime is None else mtime
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - closed in close()
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()
+        self._tar = TarOut(self._file)  # the project's tar writer (pool/tario.py)
         self.count = 0
         self.bytes = 0
 
     def write(self, key: str, members: dict[str, Any]) -> None:
         for ext, value in members.items():
             data = encode_member(ext, value)
-            self._tar.addfile(_tarinfo(f"{key}.{ext}", len(data), self.mtime), io.BytesIO(data))
+            self._tar.add(f"{key}.{ext}", data, int(self.mtime))
             self.bytes += len(data)
         self.count += 1
 
     def close(self) -> None:
-        self._tar.close()
+        self._tar.finish()
+        self._file.close()
         self._ctx.__exit__(None, None, None)
 
     def abort(self) -> None:
-        self._tar.close()
+        self._file.close()
         with contextlib.suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 

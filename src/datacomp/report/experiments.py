@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import SUMMARY_SUFFIX
 from datacomp.errors import DataCompError
 from datacomp.evaluate.registry import list_suites
 from datacomp.evaluate.results import RESULTS_NAME, read_results
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 AGGREGATES = ["ImageNet", "ImageNet dist. shifts", "VTAB", "Retrieval", "Average"]
 EVAL_RECORD = "eval_record.json"
 TRAIN_RECORD = "train_record.json"
-SUMMARY_SUFFIX = ".summary.json"
 
 
 def read_eval_results(path: str | Path) -> list[dict[str, Any]]:

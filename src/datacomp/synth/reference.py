@@ -4,7 +4,7 @@ Both are open_clip ModifiedResNets (conv towers see shape; tiny ViTs stay shape-
 ``docs/synth.md``): "b32" (width 8, embed 48, text width 32) on fewer samples, "l14" (width 16,
 embed 96, text width 64) on more. They train with the project's one training loop
 (:func:`datacomp.train.train`) on a separate clean set drawn from its own RNG stream (never the
-pool, never the evaluation suite), and ship as fp16 safetensors in ``datacomp/synth/weights/``.
+pool, never the evaluation suite), and ship as fp16 safetensors in ``datacomp/model_weights/``.
 """
 
 from __future__ import annotations

@@ -15,13 +15,11 @@ header), ``not-image`` (an HTML page), ``redirect`` (one hop to the image), ``re
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import socket
 import struct
-import tarfile
 import threading
 import time
 import zlib
@@ -32,7 +30,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from datacomp.artifacts import IMAGE_EXTS
 from datacomp.errors import DataCompError
+from datacomp.pool.tario import iter_members, mapped
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,12 @@ def index_pool(pool_dir: str | Path) -> dict[str, tuple[str, int, int]]:
     for tar in tars:
         images: dict[str, tuple[int, int]] = {}
         uids: dict[str, str] = {}
-        with tarfile.open(tar) as tf:
-            for ti in tf.getmembers():
-                key, _, ext = ti.name.rsplit("/", 1)[-1].partition(".")
-                if ext in ("jpg", "jpeg", "png", "webp"):
-                    images[key] = (ti.offset_data, ti.size)
+        with mapped(tar) as buf:
+            for key, ext, off, size, _ in iter_members(buf, tar):
+                if ext in IMAGE_EXTS:
+                    images[key] = (off, size)
                 elif ext == "json":
-                    uids[key] = json.loads(tf.extractfile(ti).read())["uid"]  # type: ignore[union-attr]
+                    uids[key] = json.loads(bytes(buf[off : off + size]))["uid"]
         for key, (off, size) in images.items():
             if key in uids:
                 index[uids[key]] = (str(tar), off, size)
@@ -413,58 +412,3 @@ def random_faults(uids: list[str], share: float, seed: int = 0,
     chosen = rng.random(len(uids)) < share
     picks = rng.integers(0, len(kinds), size=len(uids))
     return {u: kinds[k] for u, c, k in zip(uids, chosen, picks) if c}
-
-
-# ---------------------------------------------------------------- CLI: datacomp synth serve
-
-
-def register_serve(sub: argparse._SubParsersAction) -> None:
-    """Add ``serve`` to the ``datacomp synth`` sub-commands."""
-    from datacomp.cli import add_parser
-
-    p = add_parser(sub, "serve", "serve a pool's images over HTTP on 127.0.0.1 (the embedded world's web)",
-                   description="Serve /images/<uid>.jpg from a pool's shards, optionally with injected faults "
-                               "and the pool's metadata as a Hugging Face Hub dataset repo.")
-    p.add_argument("pool_dir", type=Path, help="pool dir (with shards/) or a shard dir")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (keep it local)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--faults", type=Path, help="JSON file mapping uid -> fault kind")
-    p.add_argument("--fault-share", type=float, default=0.0, help="inject random faults into this share of uids")
-    p.add_argument("--seed", type=int, default=0, help="seed of --fault-share")
-    p.add_argument("--hang-seconds", type=float, default=5.0, help="how long a 'timeout' fault stays silent")
-    p.add_argument("--hub-repo", action="append", default=[], metavar="REPO[=DIR]",
-                   help="also serve DIR (default POOL_DIR/metadata) as Hub dataset repo REPO, e.g. "
-                        "mlfoundations/datacomp_small; then run downloads with HF_ENDPOINT=http://HOST:PORT")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.set_defaults(func=_run_serve)
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    faults: dict[str, str] = {}
-    if args.faults:
-        try:
-            faults = json.loads(args.faults.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataCompError(f"{args.faults}: not a JSON object of uid -> fault kind ({e})") from None
-    hub = {}
-    for spec in args.hub_repo:
-        repo, _, d = spec.partition("=")
-        hub[repo] = Path(d) if d else args.pool_dir / "metadata"
-    server = PoolServer(args.pool_dir, host=args.host, port=args.port, faults=faults, hub_repos=hub,
-                        hang_seconds=args.hang_seconds)
-    if args.fault_share > 0:
-        server.faults.update(random_faults(sorted(server.index), args.fault_share, args.seed))
-    print(f"serving {len(server.index):,} images at {server.base_url}/<uid>.jpg "
-          f"({len(server.faults):,} with faults)" + (f"; hub at {server.url}" if hub else ""), flush=True)
-    server.start()
-    try:
-        if args.duration is not None:
-            time.sleep(args.duration)
-        else:
-            while True:
-                time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from datacomp.artifacts import write_world_marker
 from datacomp.io import atomic_path, write_bytes_atomic, write_record
 from datacomp.synth import concepts as C
 from datacomp.synth.noise import NoiseMix
@@ -85,6 +86,7 @@ def make_world(root: str | os.PathLike[str], size: str | int = "tiny", seed: int
     assets = make_assets(w.assets, seed=seed, per_class=100 if eval_scale == "full" else 30)
     pool = make_pool(w.pool, size=size, seed=seed, base_url=base_url, mix=mix, workers=workers,
                      progress=progress, executor=executor)
+    write_world_marker(w.metadata, w.assets, {"seed": seed, "size": pool_size(size)})
     write_record(w.root / "world_record.json", "synth world",
                  {"size": pool_size(size), "seed": seed, "base_url": base_url, "eval_scale": eval_scale,
                   "mix": pool["config"]["mix"]},

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from datacomp.errors import DataCompError
-from datacomp.scales import get_scale
+from datacomp.scales import get_scale, original_config
 
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32")
 
@@ -88,13 +88,7 @@ class TrainConfig:
 
     def scale_config(self) -> dict[str, Any]:
         """The original ``scale_configs.py`` dict for this recipe (what ``info.pkl`` stores)."""
-        cfg: dict[str, Any] = {
-            "batch_size": self.batch_size, "learning_rate": self.lr,
-            "train_num_samples": self.train_num_samples, "warmup": self.warmup, "model": self.model,
-        }
-        if self.beta2 is not None:
-            cfg["beta2"] = self.beta2
-        return cfg
+        return original_config(self.model, self.batch_size, self.lr, self.train_num_samples, self.warmup, self.beta2)
 
 
 # Fields a participant may set at a fixed scale: they change how the run is laid out, not the recipe.

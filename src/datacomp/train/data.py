@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from datacomp.artifacts import IMAGE_EXTS
 from datacomp.errors import DataCompError
 from datacomp.pool.shards import iter_tar_samples, list_shards
 from datacomp.storage import Location, as_location
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 KeepFn = Callable[[str], bool]
 
 
