@@ -49,6 +49,7 @@ def semdedup_keep(emb: np.ndarray, cid: np.ndarray, centroids: np.ndarray, eps: 
 
     emb, cents = unit(emb), unit(centroids)
     sim = np.einsum("ij,ij->i", emb, cents[cid])
+    emb = emb.astype(np.float16).astype(np.float32)  # (as the pass's bucket files hold them)
     keep = np.zeros(cid.size, bool)
     for c in np.unique(cid):
         m = np.flatnonzero(cid == c)
