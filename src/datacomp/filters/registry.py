@@ -248,6 +248,7 @@ class SignalDef:
     # A global signal (semdedup, density): ``prepare(metadata_dir, files, cfg, executor)`` fills the
     # cache for every file through engine tasks before any per-file task reads the column.
     prepare: Callable[..., None] | None = None
+    on_demand: bool = False  # computed when a run names it, not by `datacomp filter signals` without --groups
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -262,7 +263,8 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                     assets: tuple[str, ...] | list[str] = (), row_lazy: bool = False,
                     params: Callable[[Any], str] | None = None, version: str = "",
                     description: str = "",
-                    prepare: Callable[..., None] | None = None) -> Callable[[SignalFn], SignalFn]:
+                    prepare: Callable[..., None] | None = None,
+                    on_demand: bool = False) -> Callable[[SignalFn], SignalFn]:
     """Decorator: register ``compute(inputs) -> {column: values}`` as the signal ``name``.
 
     ``columns``: ``{column: arrow type}`` (a type or its name: ``"float32"``, ``"string"``, ``"bool"``).
@@ -283,7 +285,7 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                 raise DataCompError(f"signal {name!r}: column {c!r} is already provided by "
                                     f"{taken.get(c, 'the metadata')}; choose another column name")
         _SIGNALS[name] = SignalDef(name, cols, fn, tuple(meta), tuple(arrays), images, tuple(assets), row_lazy,
-                                   params, version, _summary(description, fn), prepare)
+                                   params, version, _summary(description, fn), prepare, on_demand)
         return fn
 
     return deco

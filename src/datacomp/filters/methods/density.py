@@ -125,6 +125,7 @@ def prepare(metadata_dir: Any, files: list[Any], cfg: SignalConfig, executor: An
 
 
 @register_signal("density", {"density_keep": "bool"}, arrays=("l14_img",), params=_fingerprint, version="1",
+                 on_demand=True,
                  prepare=prepare,
                  description="density-based pruning: kept at --fraction, more of sparse clusters (global)")
 def density(x: SignalInputs) -> dict[str, object]:

@@ -66,6 +66,7 @@ def dfn_scores(spec: str, images: list[np.ndarray | None], texts: list[str], bat
 
 
 @register_signal("dfn", {"dfn_score": "float32"}, meta=("text",), images=True, params=_fingerprint, version="1",
+                 on_demand=True,
                  description="CLIP score from a filtering network (--param dfn.model=SPEC; images from the shards)")
 def dfn(x: SignalInputs) -> dict[str, object]:
     from datacomp.filters.pixels import decode_rgb

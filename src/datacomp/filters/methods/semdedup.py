@@ -86,6 +86,7 @@ def prepare(metadata_dir: Any, files: list[Any], cfg: SignalConfig, executor: An
 
 
 @register_signal("semdedup", {"semdedup_keep": "bool"}, arrays=("l14_img",), params=_fingerprint, version="1",
+                 on_demand=True,
                  prepare=prepare,
                  description="SemDeDup: false for a semantic near-duplicate of a row kept (global, per cluster)")
 def semdedup(x: SignalInputs) -> dict[str, object]:
