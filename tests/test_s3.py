@@ -3,6 +3,7 @@ the same step on local paths, and one-line errors for a missing bucket or missin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -180,8 +181,48 @@ def test_train_reads_shards_from_s3(world, s3_pool, tmp_path):
     wa = torch.load(a.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     wb = torch.load(b.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
-    assert _cli("train", "--data-dir", f"{s3_pool}/shards", "--output-dir", "s3://pool-s3/runs",
-                "--scale", "tiny") == 2
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_with_the_run_folder_in_s3(world, s3_bucket, tmp_path, monkeypatch):
+    """A run folder in a bucket: training works in a staged copy and uploads it; a re-run with the staged
+    copy gone resumes from the bucket (nothing left to train); evaluate reads the run from the bucket and
+    writes its results there. Weights and metrics equal a run on local paths."""
+    import json
+    import shutil
+
+    import torch
+
+    from datacomp.train import TrainConfig, train
+
+    monkeypatch.setenv("DATACOMP_STAGING", str(tmp_path / "staging"))
+    cfg = TrainConfig(model="datacomp-tiny-rn", batch_size=16, lr=2e-3, train_num_samples=48, warmup=1,
+                      num_checkpoints=1, precision="fp32", workers=0, grad_checkpointing=False,
+                      shuffle_buffer=50, shuffle_initial=10)
+    a = train(str(world.shards), tmp_path / "runs", "exp", cfg, progress=False, threads=1)
+    b = train(str(world.shards), f"{s3_bucket}/runs", "exp", cfg, progress=False, threads=1)
+    assert a.steps == b.steps == 3 and a.losses == b.losses and len(b.losses) == 3
+    remote = as_location(f"{s3_bucket}/runs/exp")
+    assert (remote / "train_record.json").isfile()
+    wa = torch.load(a.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    wb = torch.load(io.BytesIO((remote / "checkpoints" / "epoch_latest.pt").read_bytes()), map_location="cpu",
+                    weights_only=True)["state_dict"]
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+    shutil.rmtree(tmp_path / "staging")
+    again = train(str(world.shards), f"{s3_bucket}/runs", "exp", cfg, progress=False, threads=1)
+    assert again.steps == 3 and again.losses == []  # resumed from the bucket's checkpoint: nothing to do
+
+    tasks = "embedded/shapes,embedded/retrieval"
+    common = ["--data-dir", str(world.eval_suite), "--tasks", tasks, "--no-progress"]
+    assert _cli("evaluate", "--train-output-dir", str(tmp_path / "runs" / "exp"), *common) == 0
+    assert _cli("evaluate", "--train-output-dir", str(remote), *common) == 0
+
+    def metrics(text: str) -> dict:
+        return {r["key"]: r["metrics"] for r in map(json.loads, text.splitlines())}
+
+    got = metrics((remote / "eval_results.jsonl").read_text())
+    assert set(got) == set(tasks.split(","))
+    assert got == metrics((tmp_path / "runs" / "exp" / "eval_results.jsonl").read_text())
 
 
 # --- download into the bucket -------------------------------------------------------------------------
