@@ -225,6 +225,23 @@ def test_train_and_evaluate_with_the_run_folder_in_s3(world, s3_bucket, tmp_path
     assert got == metrics((tmp_path / "runs" / "exp" / "eval_results.jsonl").read_text())
 
 
+@pytest.mark.slow
+def test_dedup_and_centroids_on_s3_match_local(world, s3_pool, s3_bucket, tmp_path):
+    """Evaluation-set dedup and k-means centroids with the pool and the outputs in a bucket: same bytes."""
+    from datacomp.filters.clusters import build_centroids
+    from datacomp.filters.dedup import DEFAULT_MODEL, dedup
+
+    a = dedup(world.metadata, world.eval_suite, tmp_path / "dups.npy", model=DEFAULT_MODEL, progress=False)
+    b = dedup(f"{s3_pool}/metadata", world.eval_suite, f"{s3_bucket}/dups.npy", model=DEFAULT_MODEL, progress=False)
+    assert a["flagged"] == b["flagged"] > 0
+    assert _b(f"{s3_bucket}/dups.npy") == (tmp_path / "dups.npy").read_bytes()
+    assert not [p for p in as_location(s3_bucket).ls() if "dedup-work" in p.name]
+    build_centroids(world.metadata, tmp_path / "c.npy", num_clusters=8, seed=0, signals_dir=tmp_path / "sig")
+    build_centroids(f"{s3_pool}/metadata", f"{s3_bucket}/c.npy", num_clusters=8, seed=0,
+                    signals_dir=f"{s3_bucket}/sig")
+    assert _b(f"{s3_bucket}/c.npy") == (tmp_path / "c.npy").read_bytes()
+
+
 # --- download into the bucket -------------------------------------------------------------------------
 
 

@@ -636,3 +636,14 @@ def staged_dir(url: str | os.PathLike[str] | Location, upload: bool = True) -> I
         if upload:
             n = push_dir(local, loc)
             log.info("%s: %d file(s) uploaded from %s", loc.url, n, local)
+
+
+def load_numpy(x: str | os.PathLike[str] | Location, mmap: bool = False) -> Any:
+    """``np.load`` (no pickles) of a ``.npy``/``.npz`` at any location: memory-mapped when local and
+    ``mmap``, read whole into memory when remote."""
+    import numpy as np
+
+    loc = as_location(x)
+    if loc.is_local:
+        return np.load(loc.local_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)

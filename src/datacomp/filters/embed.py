@@ -15,7 +15,6 @@ in batches under AMP; on the CPU each worker process uses one torch thread.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from datacomp.filters import metadata as md
 from datacomp.filters.pixels import lookup_sorted
 from datacomp.io import atomic_path
 from datacomp.models import REFERENCE_MODELS
-from datacomp.storage import Location, as_location
+from datacomp.storage import Location, as_location, load_numpy
 from datacomp.uids import UID_DTYPE, hex_to_uids, sort_order
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
             txt = embed_texts(lm, texts)
             img = np.zeros_like(txt)
             for shard, rows in _group_rows(index_src, pos, found):
-                with _npz(as_location(work) / f"{shard}.npz") as z:
+                with load_numpy(as_location(work) / f"{shard}.npz") as z:
                     img[rows[0]] = z[f"{m.key}_img"][rows[1]].astype(np.float32)
             score = np.einsum("ij,ij->i", img, txt).astype(np.float32)
             score[~found] = np.nan
@@ -208,13 +207,6 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
 _INDEX: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
 
-def _npz(loc: Location) -> Any:
-    """``np.load`` of an intermediate ``.npz``, local or in object storage (the work folder may be a URL)."""
-    if loc.is_local:
-        return np.load(loc.local_path, allow_pickle=False)
-    return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
-
-
 def _load_index(work: Location) -> tuple[np.ndarray, tuple[np.ndarray, list[str]]]:
     """All embedded uids (sorted) and, per uid, ``(shard number, row in shard)`` (cached per process)."""
     shards = sorted(p.stem for p in work.ls("*.npz"))
@@ -222,7 +214,7 @@ def _load_index(work: Location) -> tuple[np.ndarray, tuple[np.ndarray, list[str]
     if key not in _INDEX:
         parts, src = [], []
         for i, s in enumerate(shards):
-            with _npz(work / f"{s}.npz") as z:
+            with load_numpy(work / f"{s}.npz") as z:
                 u = np.empty(len(z["uid_f0"]), UID_DTYPE)
                 u["f0"], u["f1"] = z["uid_f0"], z["uid_f1"]
             parts.append(u)
