@@ -143,6 +143,16 @@ def read_decisions(x: SignalInputs, group: str) -> np.ndarray:
     return keep[x.rows]
 
 
+def register_keep_signal(group: str, fingerprint: Callable[[SignalConfig], str], prepare: Callable[..., None],
+                         description: str) -> None:
+    """The signal ``<group>`` with the bool column ``<group>_keep``, filled by ``prepare``'s global pass."""
+    from datacomp.filters.registry import register_signal
+
+    register_signal(group, {f"{group}_keep": "bool"}, arrays=("l14_img",), params=fingerprint, version="1",
+                    on_demand=True, prepare=prepare, description=description,
+                    )(lambda x: {f"{group}_keep": read_decisions(x, group)})
+
+
 def run_pass(group: str, metadata_dir: Location, files: list[Any], cfg: SignalConfig, executor: Executor,
              key: str, k: int, seed: int, with_embeddings: bool,
              decide: Decide, plan: Callable[[np.ndarray, np.ndarray, np.ndarray], Any]) -> None:
