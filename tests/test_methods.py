@@ -278,3 +278,21 @@ def test_semdedup_ray_equals_local(ray_cluster, world, tmp_path):
                 "--signals-dir", tmp_path / f"sig-{ex}", *extra)
         got[ex] = read_subset(tmp_path / f"{ex}.npy")
     assert got["ray"].size < 4000 and np.array_equal(got["ray"], got["local"])
+
+
+def test_bad_method_params_are_one_line_errors(world, tmp_path, capsys):
+    from datacomp.cli import main
+
+    base = ["filter", "--metadata-dir", str(world.metadata), "--output", str(tmp_path / "x.npy")]
+    cases = [(["--name", "semdedup", "--param", "semdedup.esp=0.1"], "semdedup has no parameter 'esp'"),
+             (["--name", "semdedup", "--param", "semdedup.eps=abc"], "semdedup.eps=abc: expected a float"),
+             (["--name", "negclip"], "give --fraction"),
+             (["--name", "density"], "give --fraction"),
+             (["--name", "normsim", "--fraction", "0.3", "--param", "normsim.p=3"], "choose 2 or inf"),
+             (["--name", "density", "--threshold", "0.3"], "not --threshold")]
+    for args, msg in cases:
+        capsys.readouterr()
+        assert main(base + args) != 0
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "x.npy").exists()

@@ -260,6 +260,9 @@ def _method_options(fdef: Any, method_params: dict[str, str] | None, fraction: f
     """``--param NAME=VALUE`` plus the run's seed, k and (for a method taking it) the target fraction."""
     options = {"seed": str(seed), **({"num_clusters": str(num_clusters)} if num_clusters else {})}
     options.update({str(k): str(v) for k, v in (method_params or {}).items()})
+    from datacomp.filters.methods import check_params
+
+    check_params(options)
     if fdef is not None and fdef.fraction_option:
         if fraction is None and fdef.fraction_option not in options:
             raise DataCompError(f"{fdef.name}: give --fraction (the share of the pool to keep)")

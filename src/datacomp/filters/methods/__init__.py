@@ -8,6 +8,26 @@ engine (so ``--executor ray`` runs them on a cluster): ``semdedup`` (semantic de
 come from ``--param NAME=VALUE`` (``SignalConfig.options``).
 """
 
+from datacomp.errors import DataCompError
 from datacomp.filters.methods import density, dfn, negclip, normsim, semdedup  # noqa: F401 - registers them
 
-__all__ = ["density", "dfn", "negclip", "normsim", "semdedup"]
+# The ``--param`` names each method reads (a misspelt one is refused, never silently ignored).
+PARAMS: dict[str, tuple[str, ...]] = {
+    "semdedup": ("eps", "clusters", "key"),
+    "negclip": ("batch", "repeats", "tau"),
+    "normsim": ("p",),
+    "dfn": ("model",),
+    "density": ("fraction", "tau", "neighbours", "clusters", "key"),
+}
+
+
+def check_params(options: dict[str, str]) -> None:
+    """Refuse ``--param METHOD.NAME`` for a name the method does not read (other prefixes: plug-ins')."""
+    for key in options:
+        method, _, name = key.partition(".")
+        if method in PARAMS and name not in PARAMS[method]:
+            raise DataCompError(f"--param {key}: {method} has no parameter {name!r}; it takes "
+                                f"{', '.join(f'{method}.{n}' for n in PARAMS[method])} (docs/methods/{method}.md)")
+
+
+__all__ = ["PARAMS", "check_params", "density", "dfn", "negclip", "normsim", "semdedup"]
