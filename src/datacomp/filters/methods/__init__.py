@@ -21,6 +21,20 @@ PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Suggested runs on an embedded world: run name -> (filter, ``run_filter`` keyword arguments), in the
+# shape of ``datacomp.artifacts.BASELINE_RUNS`` (semdedup's eps suits the world's 96-d embeddings:
+# docs/methods/semdedup.md; the paper's range for real CLIP embeddings is 0.0001-0.1).
+WORLD_EPS = {"semdedup.eps": "0.005"}
+RUNS: dict[str, tuple[str, dict[str, object]]] = {
+    "negclip_l14_30": ("negclip", {"arch": "l14", "fraction": 0.3}),
+    "normsim_inf_30": ("normsim", {"fraction": 0.3}),
+    "dfn_30": ("dfn", {"fraction": 0.3}),
+    "density_30": ("density", {"fraction": 0.3}),
+    "semdedup": ("semdedup", {"method_params": WORLD_EPS}),
+    "semdedup_clip_score_l14_30": ("semdedup", {"arch": "l14", "fraction": 0.3, "method_params": WORLD_EPS}),
+}
+
+
 def check_params(options: dict[str, str]) -> None:
     """Refuse ``--param METHOD.NAME`` for a name the method does not read (other prefixes: plug-ins')."""
     for key in options:
@@ -30,4 +44,4 @@ def check_params(options: dict[str, str]) -> None:
                                 f"{', '.join(f'{method}.{n}' for n in PARAMS[method])} (docs/methods/{method}.md)")
 
 
-__all__ = ["PARAMS", "check_params", "density", "dfn", "negclip", "normsim", "semdedup"]
+__all__ = ["PARAMS", "RUNS", "check_params", "density", "dfn", "negclip", "normsim", "semdedup"]
