@@ -137,6 +137,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clusters", type=int, default=None, help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method parameter, e.g. semdedup.eps=0.05 (repeatable; see docs/methods/)")
     _signal_input_args(p, plugin=False)
     add_executor_args(p, ("-j", "--workers", "--num_workers"), "parallel files (default: cores)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -153,14 +155,14 @@ def _signal_input_args(p: argparse.ArgumentParser, plugin: bool = True) -> None:
                    help="a named input file a plug-in signal declares (repeatable)")
 
 
-def _assets(values: list[str]) -> dict[str, str]:
+def _assets(values: list[str], flag: str = "--signal-asset", form: str = "NAME=FILE") -> dict[str, str]:
     from datacomp.errors import DataCompError
 
     out = {}
     for v in values:
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
-            raise DataCompError(f"--signal-asset {v!r}: expected NAME=FILE")
+            raise DataCompError(f"{flag} {v!r}: expected {form}")
         out[name] = path
     return out
 
@@ -177,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
         image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
         signals_dir=args.signals_dir, shards_dir=args.shards_dir, signal_assets=_assets(args.signal_asset),
-        workers=args.workers, executor=executor_from(args),
+        method_params=_assets(args.param, "--param", "NAME=VALUE"), workers=args.workers, executor=executor_from(args),
     )
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
