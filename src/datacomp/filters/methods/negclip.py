@@ -19,6 +19,7 @@ import numpy as np
 from datacomp.filters.methods.common import arch_of, file_rng, register_rank_filter, unit
 from datacomp.filters.registry import register_signal
 from datacomp.filters.signals import SignalConfig, SignalInputs
+from datacomp.storage import as_location
 
 BATCH = 1024
 REPEATS = 4
@@ -67,7 +68,7 @@ def _fingerprint(cfg: SignalConfig) -> str:
 def _compute(x: SignalInputs, arch: str) -> dict[str, object]:
     b, k, t, s = _options(x.cfg)
     img, txt = x.array(f"{arch}_img"), x.array(f"{arch}_txt")
-    return {f"negclip_{arch}": negclip_scores(img, txt, b, k, t, file_rng(s, x.parquet.stem))}
+    return {f"negclip_{arch}": negclip_scores(img, txt, b, k, t, file_rng(s, as_location(x.parquet).stem))}
 
 
 for _arch in ("l14", "b32"):
