@@ -221,7 +221,7 @@ def test_demo_filter_specs():
                                                                                        "fraction": 0.25})]
     assert parse_filter_spec("clip_score_l14_30+basic_filter") == [
         ("clip_score", {"arch": "l14", "fraction": 0.3}), ("basic_filter", {})]
-    for bad, why in (("nope", "neither a demo baseline"), ("a+b+c", "intersection of two"),
+    for bad, why in (("nope", "unknown demo baseline or filter 'nope'"), ("a+b+c", "intersection of two"),
                      ("clip_score:fraction", "not key=value"), ("clip_score:fraction=x", "not a valid value"),
                      ("no_filter+", "intersection of two")):
         with pytest.raises(DataCompError, match=why):

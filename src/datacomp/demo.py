@@ -149,8 +149,9 @@ def parse_filter_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
         try:
             get_filter(name)
         except DataCompError:
-            raise DataCompError(f"filter spec {spec!r}: {name!r} is neither a demo baseline ({', '.join(BASELINES)}) "
-                                "nor a registered filter (`datacomp filter --help` lists them)") from None
+            raise DataCompError(f"unknown demo baseline or filter {name!r} (in filter spec {spec!r}): choose a "
+                                f"baseline ({', '.join(BASELINES)}) or a registered filter (`datacomp filter --help` "
+                                "lists them)") from None
         params: dict[str, Any] = {}
         method: dict[str, str] = {}
         for kv in filter(None, rest.split(",")):
