@@ -127,7 +127,8 @@ def compare_intervals(names: list[str], means: list[float], lows: list[float], h
         ax.axvline(m[names.index(baseline)], color="#c44e52", ls="--", lw=1, label=f"baseline: {baseline}")
         ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(y, names)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first method on top, no point on the frame
+    ax.margins(x=0.1)
     ax.set_xlabel(f"{label} (mean with 95% interval over seeds)")
     ax.grid(axis="x", alpha=0.3)
     return to_data_uri(fig)
