@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +13,6 @@ from datacomp.filters.methods.negclip import negclip_scores
 from datacomp.filters.methods.normsim import normsim
 from datacomp.filters.methods.semdedup import duplicates_keep, semdedup_keep
 from datacomp.uids import read_subset
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _unit(x):
@@ -131,3 +126,173 @@ def test_density_quotas_are_capped_and_sum_to_the_target():
     cents = np.eye(3, 4)
     q = quotas(np.array([5, 100, 100]), np.array([10.0, 0.01, 0.01]), cents, 60, tau=0.1)
     assert q.tolist()[0] == 5 and q.sum() == 60 and q[1] + q[2] == 55
+
+
+# -- the methods on the embedded pool, through the CLI ---------------------------------------------------
+
+def _truth(world):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from datacomp.uids import hex_to_uids
+
+    t = pd.concat([pq.read_table(f).to_pandas() for f in sorted(world.truth.glob("*.parquet"))])
+    u = hex_to_uids(__import__("pyarrow").array(t["uid"].astype(str)))
+    return {(int(a), int(b)): k for a, b, k in zip(u["f0"], u["f1"], t["kind"])}
+
+
+def _kept_kinds(world, subset):
+    truth = _truth(world)
+    s = read_subset(subset)
+    kinds = [truth[(int(a), int(b))] for a, b in zip(s["f0"], s["f1"])]
+    return {k: kinds.count(k) / list(truth.values()).count(k) for k in set(truth.values())}
+
+
+def _filter(*args):
+    from datacomp.cli import main
+
+    assert main(["filter", *[str(a) for a in args]]) == 0
+
+
+def _summary(out):
+    from datacomp.artifacts import summary_path
+
+    return json.loads(Path(summary_path(out)).read_text())
+
+
+def test_negclip_and_normsim_on_the_world_cli(world, tmp_path):
+    sig = tmp_path / "signals"
+    _filter("--name", "negclip", "--fraction", "0.3", "--metadata-dir", world.metadata, "--output",
+            tmp_path / "n.npy", "--signals-dir", sig)
+    _filter("--name", "normsim", "--fraction", "0.3", "--metadata-dir", world.metadata, "--output",
+            tmp_path / "s.npy", "--signals-dir", sig)
+    n = read_subset(tmp_path / "n.npy")
+    assert n.size == 1200  # the exact global cut: round(0.3 * 4000)
+    kinds = _kept_kinds(world, tmp_path / "n.npy")
+    assert kinds["clean"] > 0.7 and kinds["misaligned"] < 0.1 and kinds["junk"] < 0.1  # random: 0.3 each
+    kinds = _kept_kinds(world, tmp_path / "s.npy")
+    assert read_subset(tmp_path / "s.npy").size == 1200
+    assert kinds["off_distribution"] < 0.1  # far from the ImageNet stand-in targets
+    # the same cut through --where on the cached column (the rank cut is >= the summary's threshold)
+    thr = _summary(tmp_path / "s.npy")["threshold"]
+    _filter("--where", f"normsim_inf_l14 >= {thr!r}", "--metadata-dir", world.metadata, "--output",
+            tmp_path / "w.npy", "--signals-dir", sig)
+    assert np.array_equal(read_subset(tmp_path / "w.npy"), read_subset(tmp_path / "s.npy"))
+
+
+def test_semdedup_and_density_on_the_world_cli(world, tmp_path):
+    from datacomp.filters import metadata as md
+    from datacomp.filters.clusters import assign
+
+    sig = tmp_path / "signals"
+    common = ("--metadata-dir", world.metadata, "--signals-dir", sig, "--num-clusters", "16", "--seed", "3")
+    _filter("--name", "semdedup", "--param", "semdedup.eps=0.005", "--output", tmp_path / "d.npy", *common)
+    # the global pass equals the in-memory rule over the whole pool with the pass's centroids
+    cdir = next(sig.glob("semdedup-*"))
+    cents = np.load(cdir / "centroids.npy")
+    files = md.list_parquets(world.metadata)
+    emb = np.concatenate([md.read_embeddings(f, "l14_img") for f in files])
+    keep = semdedup_keep(emb, assign(emb, cents, "l2"), cents, 0.005)
+    uids = np.concatenate([md.read_columns(f, ["uid"]).column("uid").to_numpy(zero_copy_only=False) for f in files])
+    from datacomp.uids import hex_to_uids, sort_uids
+
+    want = sort_uids(hex_to_uids(__import__("pyarrow").array(uids[keep])))
+    got = read_subset(tmp_path / "d.npy")
+    assert 3700 < got.size < 4000 and np.array_equal(got, want)
+    # density keeps exactly the fraction, and the same subset again from a fresh cache (deterministic)
+    _filter("--name", "density", "--fraction", "0.3", "--output", tmp_path / "p.npy", *common)
+    assert read_subset(tmp_path / "p.npy").size == 1200
+    common2 = ("--metadata-dir", world.metadata, "--signals-dir", tmp_path / "s2", "--num-clusters", "16",
+               "--seed", "3")
+    _filter("--name", "density", "--fraction", "0.3", "--output", tmp_path / "p2.npy", *common2)
+    assert np.array_equal(read_subset(tmp_path / "p.npy"), read_subset(tmp_path / "p2.npy"))
+    # CLIP score intersected with semdedup: both rules, from the cached signal
+    _filter("--name", "semdedup", "--param", "semdedup.eps=0.005", "--arch", "l14", "--fraction", "0.3",
+            "--output", tmp_path / "c.npy", *common)
+    s = _summary(tmp_path / "c.npy")
+    assert set(s["removed"]) == {"semdedup", "top clip_l14_similarity_score"}
+    assert s["kept"] < 1200 and s["kept"] == np.intersect1d(got, read_subset(tmp_path / "c.npy")).size
+
+
+def _mini_pool(world, tmp_path, rows=8):
+    """The first rows of one world metadata file (parquet + npz), its images still in the world's shards."""
+    import pyarrow.parquet as pq
+
+    f = sorted(world.metadata.glob("*.parquet"))[0]
+    d = tmp_path / "mini"
+    d.mkdir()
+    pq.write_table(pq.read_table(f).slice(0, rows), d / f.name)
+    with np.load(f.with_suffix(".npz")) as z:
+        np.savez(d / f.with_suffix(".npz").name, **{k: z[k][:rows] for k in z.files})
+    return d
+
+
+def test_dfn_equals_a_direct_open_clip_computation(world, tmp_path):
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from datacomp.filters import metadata as md
+    from datacomp.filters.pixels import shard_images
+    from datacomp.models import REFERENCE_WEIGHTS_DIR, register_model_configs
+    from datacomp.uids import hex_to_uids
+
+    mini = _mini_pool(world, tmp_path)
+    _filter("--name", "dfn", "--fraction", "0.5", "--metadata-dir", mini, "--shards-dir", world.shards,
+            "--output", tmp_path / "f.npy", "--signals-dir", tmp_path / "sig")
+    f = next(mini.glob("*.parquet"))
+    got = next((tmp_path / "sig").glob("dfn-*/*.parquet"))
+    import pyarrow.parquet as pq
+
+    score = pq.read_table(got).column("dfn_score").to_numpy()
+    # direct: open_clip's own factory with the shipped weights, images straight from the shards
+    register_model_configs()
+    weights = next(REFERENCE_WEIGHTS_DIR.glob("l14*"))
+    model, _, pre = open_clip.create_model_and_transforms("datacomp-ref-l14", pretrained=str(weights))
+    model.eval()
+    tok = open_clip.get_tokenizer("datacomp-ref-l14")
+    meta = md.read_columns(f, ["uid", "text", "clip_l14_similarity_score"])
+    imgs = shard_images(world.shards).image_bytes(hex_to_uids(meta.column("uid").combine_chunks()))
+    import io
+
+    with torch.no_grad():
+        x = torch.stack([pre(Image.open(io.BytesIO(b)).convert("RGB")) for b in imgs])
+        fi = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
+        ft = torch.nn.functional.normalize(model.encode_text(tok(meta.column("text").to_pylist())).float(), dim=-1)
+    want = (fi * ft).sum(-1).numpy()
+    np.testing.assert_allclose(score, want, atol=2e-3)
+    # on the world the default filtering network is the model that scored the pool: the same l14 score
+    np.testing.assert_allclose(score, meta.column("clip_l14_similarity_score").to_numpy(), atol=5e-3)
+    assert read_subset(tmp_path / "f.npy").size == 4
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_semdedup_ray_equals_local(ray_cluster, world, tmp_path):
+    got = {}
+    for ex in ("local", "ray"):
+        extra = ["--executor", "ray", "--ray-address", ray_cluster, "-j", "2"] if ex == "ray" else \
+            ["--executor", "local", "-j", "2"]
+        _filter("--name", "semdedup", "--param", "semdedup.eps=0.005", "--num-clusters", "16",
+                "--metadata-dir", world.metadata, "--output", tmp_path / f"{ex}.npy",
+                "--signals-dir", tmp_path / f"sig-{ex}", *extra)
+        got[ex] = read_subset(tmp_path / f"{ex}.npy")
+    assert got["ray"].size < 4000 and np.array_equal(got["ray"], got["local"])
+
+
+def test_bad_method_params_are_one_line_errors(world, tmp_path, capsys):
+    from datacomp.cli import main
+
+    base = ["filter", "--metadata-dir", str(world.metadata), "--output", str(tmp_path / "x.npy")]
+    cases = [(["--name", "semdedup", "--param", "semdedup.esp=0.1"], "semdedup has no parameter 'esp'"),
+             (["--name", "semdedup", "--param", "semdedup.eps=abc"], "semdedup.eps=abc: expected a float"),
+             (["--name", "negclip"], "give --fraction"),
+             (["--name", "density"], "give --fraction"),
+             (["--name", "normsim", "--fraction", "0.3", "--param", "normsim.p=3"], "choose 2 or inf"),
+             (["--name", "density", "--threshold", "0.3"], "not --threshold")]
+    for args, msg in cases:
+        capsys.readouterr()
+        assert main(base + args) != 0
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "x.npy").exists()

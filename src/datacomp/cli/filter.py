@@ -98,10 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--metadata-dir", "--metadata_dir", default=None)
     q.add_argument("--signals-dir", default=None)
     q.add_argument("--groups", "--signals", default=None,
-                   help="comma-separated signals (default: every registered one not reading image pixels)")
+                   help="comma-separated signals (default: every registered one not reading image pixels, "
+                   "except the methods' on-demand signals)")
     q.add_argument("--synsets", type=Path, default=None)
     q.add_argument("--centroids", type=Path, default=None)
     q.add_argument("--compat", action="store_true")
+    q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method parameter for the methods' signals (repeatable; see docs/methods/)")
     _signal_input_args(q)
     add_executor_args(q, ("-j", "--workers", "--num_workers"))
     q.set_defaults(func=_signals)
@@ -249,7 +252,8 @@ def _signals(args: argparse.Namespace) -> int:
     r = compute_signals(args.metadata_dir, args.signals_dir, groups, synsets=args.synsets,
                         centroids=args.centroids, compat=args.compat, workers=args.workers,
                         executor=executor_from(args), plugins=[str(p) for p in args.plugin], shards_dir=args.shards_dir,
-                        signal_assets=_assets(args.signal_asset))
+                        signal_assets=_assets(args.signal_asset),
+                        method_params=_assets(args.param, "--param", "NAME=VALUE"))
     print(f"signals for {r['rows']:,} rows in {r['files']} file(s) under {r['signals_dir']} "
           f"({r['computed_files']} file(s) computed now)")
     return 0

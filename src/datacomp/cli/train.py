@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from datacomp.cli import add_parser
 from datacomp.scales import available_scales
@@ -55,16 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datacomp.errors import DataCompError
-    from datacomp.storage import is_url
     from datacomp.train import TrainConfig, train
-
-    if is_url(args.output_dir):  # checkpoints, logs and resume read and write local files
-        raise DataCompError(
-            f"--output-dir {args.output_dir}: training writes checkpoints to a local directory; "
-            "pass a local path and copy the run dir to the bucket afterwards (shards may be read from URLs)"
-        )
-    args.output_dir = Path(args.output_dir)
 
     overrides = {"accum_freq": args.accum_freq, "grad_clip_norm": args.grad_clip_norm}
     if args.workers is not None:

@@ -27,13 +27,10 @@ example reading image pixels). A pip-installed package adds both through the ent
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,23 +169,10 @@ def load_plugins(paths: list[str] | tuple[str, ...]) -> None:
     """Import user plug-in files (each registers its filters and signals when imported)."""
     if paths:
         _ensure_builtin()  # (built-ins first: a plug-in column that clashes with one is refused, listings keep order)
+    from datacomp.plugins import import_file
+
     for p in paths:
-        path = Path(p).resolve()
-        if not path.is_file():
-            raise DataCompError(f"{path}: filter plugin file not found")
-        mod_name = f"datacomp_user_filter_{abs(hash(str(path)))}"
-        if mod_name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise DataCompError(f"{path}: not an importable Python file")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as e:  # noqa: BLE001 - a user's file may raise anything on import
-            del sys.modules[mod_name]
-            raise DataCompError(f"{path}: importing the plugin failed ({type(e).__name__}: {e})") from None
+        import_file(p, "filter plugin")
 
 
 def columns_needed(fdef: FilterDef, params: FilterParams) -> tuple[str, ...]:
@@ -248,6 +232,7 @@ class SignalDef:
     # A global signal (semdedup, density): ``prepare(metadata_dir, files, cfg, executor)`` fills the
     # cache for every file through engine tasks before any per-file task reads the column.
     prepare: Callable[..., None] | None = None
+    on_demand: bool = False  # computed when a run names it, not by `datacomp filter signals` without --groups
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -262,7 +247,8 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                     assets: tuple[str, ...] | list[str] = (), row_lazy: bool = False,
                     params: Callable[[Any], str] | None = None, version: str = "",
                     description: str = "",
-                    prepare: Callable[..., None] | None = None) -> Callable[[SignalFn], SignalFn]:
+                    prepare: Callable[..., None] | None = None,
+                    on_demand: bool = False) -> Callable[[SignalFn], SignalFn]:
     """Decorator: register ``compute(inputs) -> {column: values}`` as the signal ``name``.
 
     ``columns``: ``{column: arrow type}`` (a type or its name: ``"float32"``, ``"string"``, ``"bool"``).
@@ -283,7 +269,7 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                 raise DataCompError(f"signal {name!r}: column {c!r} is already provided by "
                                     f"{taken.get(c, 'the metadata')}; choose another column name")
         _SIGNALS[name] = SignalDef(name, cols, fn, tuple(meta), tuple(arrays), images, tuple(assets), row_lazy,
-                                   params, version, _summary(description, fn), prepare)
+                                   params, version, _summary(description, fn), prepare, on_demand)
         return fn
 
     return deco

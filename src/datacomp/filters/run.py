@@ -260,6 +260,9 @@ def _method_options(fdef: Any, method_params: dict[str, str] | None, fraction: f
     """``--param NAME=VALUE`` plus the run's seed, k and (for a method taking it) the target fraction."""
     options = {"seed": str(seed), **({"num_clusters": str(num_clusters)} if num_clusters else {})}
     options.update({str(k): str(v) for k, v in (method_params or {}).items()})
+    from datacomp.filters.methods import check_params
+
+    check_params(options)
     if fdef is not None and fdef.fraction_option:
         if fraction is None and fdef.fraction_option not in options:
             raise DataCompError(f"{fdef.name}: give --fraction (the share of the pool to keep)")
@@ -470,6 +473,7 @@ def compute_signals(
     plugins: list[str] | tuple[str, ...] = (),
     shards_dir: str | os.PathLike[str] | None = None,
     signal_assets: dict[str, str] | None = None,
+    method_params: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
 
@@ -480,7 +484,7 @@ def compute_signals(
 
     load_plugins(list(plugins))
     names = [s.name for s in list_signals()]
-    groups = [s.name for s in list_signals() if not s.images] if groups is None else list(groups)
+    groups = [s.name for s in list_signals() if not s.images and not s.on_demand] if groups is None else list(groups)
     metadata_dir = as_location(metadata_dir)
     sdir = as_location(signals_dir)
     unknown = [g for g in groups if g not in names]
@@ -493,9 +497,13 @@ def compute_signals(
     cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
            if "centroids" in needs else None)
     pixels = [g for g in groups if get_signal(g).images]
+    extra = dict(signal_assets or {})
+    if "targets" in needs and "targets" not in extra:
+        extra["targets"] = str(_resolve_targets(None, assets))
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None,
-                       extra=dict(signal_assets or {}),
+                       extra=extra, options=_method_options(None, method_params, None, seed, num_clusters),
                        shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None)
+    prepare_global(list(groups), metadata_dir, files, cfg, executor, workers)
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg, list(plugins)), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]

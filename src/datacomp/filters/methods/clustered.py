@@ -1,7 +1,8 @@
 """The global pass of the cluster methods (``semdedup``, ``density``), without gathering the pool.
 
-1. Centroids: spherical faiss k-means (:func:`datacomp.filters.clusters.build_centroids`) on a
-   seeded sample of the image embeddings (at most ``SAMPLE_PER_CLUSTER`` points per centroid).
+1. Centroids (kept as ``<signal dir>/centroids.npy``): spherical faiss k-means
+   (:func:`datacomp.filters.clusters.build_centroids`) on a seeded sample of the image embeddings
+   (at most ``SAMPLE_PER_CLUSTER`` points per centroid).
 2. One engine task per metadata file: the nearest centroid of each row (the cached ``clusters``
    signal with these centroids), its cosine similarity to that centroid, and the rows written into
    ``buckets`` files by ``cluster % buckets`` (with the embeddings when the method needs them);
@@ -42,6 +43,11 @@ def work_dir(cfg: SignalConfig, group: str) -> Location:
     return cfg.group_dir(group) / "_global"
 
 
+def centroids_path(cfg: SignalConfig, group: str) -> Location:
+    """The pass's centroids, kept beside its signal files (to inspect or reproduce its decisions)."""
+    return cfg.group_dir(group) / "centroids.npy"
+
+
 def _save(loc: Location, **arrays: np.ndarray) -> None:
     with loc.atomic_open("wb") as f:
         np.savez(f, **arrays)
@@ -57,7 +63,7 @@ def build(metadata_dir: Location, files: list[Any], cfg: SignalConfig, group: st
     """Centroids for the pass (under the pass's work folder) and the config whose clusters signal uses them."""
     from datacomp.filters.clusters import build_centroids
 
-    path = work_dir(cfg, group) / "centroids.npy"
+    path = centroids_path(cfg, group)
     if not path.isfile():
         total = sum(md.num_rows(f) for f in files)
         if k > total:
@@ -124,7 +130,7 @@ def decide_task(bucket: int, stems: list[str], work: str, decide: Decide, arg: A
 
 def read_decisions(x: SignalInputs, group: str) -> np.ndarray:
     """The signal column of one file from the global pass's decisions (all rows covered, else an error)."""
-    d = work_dir(x.cfg, group) / "decisions" / x.parquet.stem
+    d = work_dir(x.cfg, group) / "decisions" / as_location(x.parquet).stem
     keep = np.zeros(x.total_rows, bool)
     seen = np.zeros(x.total_rows, bool)
     for p in (d.glob("*.npz") if d.isdir() else []):
@@ -135,6 +141,16 @@ def read_decisions(x: SignalInputs, group: str) -> np.ndarray:
         raise DataCompError(f"{x.parquet}: the {group} signal is decided by a global pass over the pool; "
                             f"run it through `datacomp filter --name {group}` (or --where on its column)")
     return keep[x.rows]
+
+
+def register_keep_signal(group: str, fingerprint: Callable[[SignalConfig], str], prepare: Callable[..., None],
+                         description: str) -> None:
+    """The signal ``<group>`` with the bool column ``<group>_keep``, filled by ``prepare``'s global pass."""
+    from datacomp.filters.registry import register_signal
+
+    register_signal(group, {f"{group}_keep": "bool"}, arrays=("l14_img",), params=fingerprint, version="1",
+                    on_demand=True, prepare=prepare, description=description,
+                    )(lambda x: {f"{group}_keep": read_decisions(x, group)})
 
 
 def run_pass(group: str, metadata_dir: Location, files: list[Any], cfg: SignalConfig, executor: Executor,

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from datacomp.filters.methods import clustered
-from datacomp.filters.registry import FilterParams, Mask, register_filter, register_signal
-from datacomp.filters.signals import SignalConfig, SignalInputs
+from datacomp.filters.registry import FilterParams, Mask, register_filter
+from datacomp.filters.signals import SignalConfig
 
 TAU = 0.1
 NEIGHBOURS = 20
@@ -124,11 +124,8 @@ def prepare(metadata_dir: Any, files: list[Any], cfg: SignalConfig, executor: An
     clustered.run_pass("density", metadata_dir, files, cfg, executor, key, k, seed, False, decide, plan)
 
 
-@register_signal("density", {"density_keep": "bool"}, arrays=("l14_img",), params=_fingerprint, version="1",
-                 prepare=prepare,
-                 description="density-based pruning: kept at --fraction, more of sparse clusters (global)")
-def density(x: SignalInputs) -> dict[str, object]:
-    return {"density_keep": clustered.read_decisions(x, "density")}
+clustered.register_keep_signal("density", _fingerprint, prepare,
+                               "density-based pruning: kept at --fraction, more of sparse clusters (global)")
 
 
 @register_filter("density", needs=("density_keep",), fraction_option="density.fraction",

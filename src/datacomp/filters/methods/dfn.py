@@ -13,6 +13,7 @@ Rows without an image get NaN, which no cut keeps.
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import cache
 from typing import Any
 
@@ -31,9 +32,15 @@ def _model_spec(cfg: SignalConfig) -> str:
 
 
 def _fingerprint(cfg: SignalConfig) -> str:
+    """The spec's name and hash; a checkpoint file's size and mtime too, so new weights are new scores."""
     spec = _model_spec(cfg)
     name = "".join(ch if ch.isalnum() else "_" for ch in spec.split("/")[-1])[:40]
-    return f"{name}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+    key = spec
+    weights = spec.partition(":")[2] or spec
+    if os.path.isfile(weights):
+        st = os.stat(weights)
+        key += f":{st.st_size}:{st.st_mtime_ns}"
+    return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 @cache
@@ -66,6 +73,7 @@ def dfn_scores(spec: str, images: list[np.ndarray | None], texts: list[str], bat
 
 
 @register_signal("dfn", {"dfn_score": "float32"}, meta=("text",), images=True, params=_fingerprint, version="1",
+                 on_demand=True,
                  description="CLIP score from a filtering network (--param dfn.model=SPEC; images from the shards)")
 def dfn(x: SignalInputs) -> dict[str, object]:
     from datacomp.filters.pixels import decode_rgb

@@ -73,7 +73,7 @@ def _compute(x: SignalInputs, arch: str) -> dict[str, object]:
 
 for _arch in ("l14", "b32"):
     register_signal(f"negclip_{_arch}", {f"negclip_{_arch}": "float32"}, arrays=(f"{_arch}_img", f"{_arch}_txt"),
-                    params=_fingerprint, version="1",
+                    params=_fingerprint, version="1", on_demand=True,
                     description=f"negCLIPLoss of the {_arch} embeddings (CLIP score minus the batch-contrastive term)",
                     )(lambda x, _a=_arch: _compute(x, _a))
 

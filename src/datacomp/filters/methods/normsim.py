@@ -43,7 +43,7 @@ def normsim(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @register_signal("normsim_l14", {"normsim_2_l14": "float32", "normsim_inf_l14": "float32"}, arrays=("l14_img",),
-                 assets=("targets",), version="1",
+                 assets=("targets",), version="1", on_demand=True,
                  description="NormSim-2 (RMS) and NormSim-inf of the l14 image embedding against --targets")
 def normsim_l14(x: SignalInputs) -> dict[str, object]:
     t = targets(x.asset("targets"))

@@ -20,8 +20,8 @@ import numpy as np
 
 from datacomp.filters.methods import clustered
 from datacomp.filters.methods.common import arch_of, register_rank_filter
-from datacomp.filters.registry import FilterParams, Mask, register_signal
-from datacomp.filters.signals import SignalConfig, SignalInputs
+from datacomp.filters.registry import FilterParams, Mask
+from datacomp.filters.signals import SignalConfig
 
 EPS = 0.05
 BLOCK = 2048
@@ -49,6 +49,7 @@ def semdedup_keep(emb: np.ndarray, cid: np.ndarray, centroids: np.ndarray, eps: 
 
     emb, cents = unit(emb), unit(centroids)
     sim = np.einsum("ij,ij->i", emb, cents[cid])
+    emb = emb.astype(np.float16).astype(np.float32)  # (as the pass's bucket files hold them)
     keep = np.zeros(cid.size, bool)
     for c in np.unique(cid):
         m = np.flatnonzero(cid == c)
@@ -84,11 +85,8 @@ def prepare(metadata_dir: Any, files: list[Any], cfg: SignalConfig, executor: An
                        lambda counts, dist, cents: eps)
 
 
-@register_signal("semdedup", {"semdedup_keep": "bool"}, arrays=("l14_img",), params=_fingerprint, version="1",
-                 prepare=prepare,
-                 description="SemDeDup: false for a semantic near-duplicate of a row kept (global, per cluster)")
-def semdedup(x: SignalInputs) -> dict[str, object]:
-    return {"semdedup_keep": clustered.read_decisions(x, "semdedup")}
+clustered.register_keep_signal("semdedup", _fingerprint, prepare,
+                               "SemDeDup: false for a semantic near-duplicate of a row kept (global, per cluster)")
 
 
 def _rules(t: Any, p: FilterParams) -> dict[str, Mask]:
