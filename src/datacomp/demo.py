@@ -122,11 +122,21 @@ _TYPED_PARAMS = {"threshold": float, "fraction": float, "arch": str, "num_cluste
                  "compat": lambda v: v.lower() in ("1", "true", "yes")}
 
 
+def method_runs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The filtering methods' suggested world runs (``datacomp.filters.methods.RUNS``), when installed."""
+    try:
+        from datacomp.filters.methods import RUNS
+    except ImportError:
+        return {}
+    return dict(RUNS)
+
+
 def parse_filter_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
     """A demo filter spec -> ``[(filter name, run_filter kwargs)]``, one entry per intersected part.
 
-    ``spec`` is a baseline run name (``clip_score_l14_30``), a registered filter name with optional
-    parameters (``semdedup``, ``clip_score:arch=l14,fraction=0.3``, ``density:fraction=0.5``), or the
+    ``spec`` is a baseline run name (``clip_score_l14_30``) or a method's suggested run
+    (``negclip_l14_30``, ``semdedup_clip_score_l14_30``: ``datacomp.filters.methods.RUNS``), a registered
+    filter name with optional parameters (``clip_score:arch=l14,fraction=0.3``, ``density:fraction=0.5``), or the
     intersection of two of those joined by ``+`` (``clip_score_l14_30+semdedup``). Parameters that are not
     ``run_filter`` options (threshold, fraction, arch, num_clusters, seed, compat) are the method's own
     (``method_params``).
@@ -140,10 +150,11 @@ def parse_filter_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
     if len(parts) > 2 or not all(parts) or "/" in spec:
         raise DataCompError(f"filter spec {spec!r}: give NAME[:k=v,...] or the intersection of two, A+B")
     accepted = set(inspect.signature(run_filter).parameters)
+    named = {**method_runs(), **BASELINES}
     out = []
     for part in parts:
-        if part in BASELINES:
-            out.append((BASELINES[part][0], dict(BASELINES[part][1])))
+        if part in named:
+            out.append((named[part][0], dict(named[part][1])))
             continue
         name, _, rest = part.partition(":")
         try:
