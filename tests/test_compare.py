@@ -219,6 +219,11 @@ def test_demo_filter_specs():
     assert parse_filter_spec("clip_score_l14_30") == [("clip_score", {"arch": "l14", "fraction": 0.3})]
     assert parse_filter_spec("clip_score:arch=b32,fraction=0.25") == [("clip_score", {"arch": "b32",
                                                                                        "fraction": 0.25})]
+    from datacomp.filters.methods import RUNS
+
+    assert parse_filter_spec("semdedup_clip_score_l14_30") == [RUNS["semdedup_clip_score_l14_30"]]
+    assert parse_filter_spec("density:fraction=0.5,density.k=7") == [
+        ("density", {"fraction": 0.5, "method_params": {"density.k": "7"}})]
     assert parse_filter_spec("clip_score_l14_30+basic_filter") == [
         ("clip_score", {"arch": "l14", "fraction": 0.3}), ("basic_filter", {})]
     for bad, why in (("nope", "unknown demo baseline or filter 'nope'"), ("a+b+c", "intersection of two"),
