@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         from datacomp.report import build_report
 
         build_report(exps, args.output, title=f"datacomp compare: {len(exps)} methods vs {cmp.baseline}",
-                     baseline=cmp.baseline)
+                     baseline=cmp.baseline, level=args.level)
     if args.json:
         print(json.dumps(comparison_json(cmp), indent=2))
     else:

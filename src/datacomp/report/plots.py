@@ -113,7 +113,7 @@ def score_histograms(scores: dict[str, np.ndarray], kept: np.ndarray) -> str:
 
 
 def compare_intervals(names: list[str], means: list[float], lows: list[float], highs: list[float],
-                      baseline: str, label: str = "Average") -> str:
+                      baseline: str, label: str = "Average", level: float = 0.95) -> str:
     """Each method's mean on one aggregate with its interval over seeds; the baseline's mean is a dashed line."""
     fig, ax = _figure(7, 0.45 * len(names) + 1.4)
     y = np.arange(len(names))
@@ -129,6 +129,6 @@ def compare_intervals(names: list[str], means: list[float], lows: list[float], h
     ax.set_yticks(y, names)
     ax.set_ylim(len(names) - 0.5, -0.5)  # first method on top, no point on the frame
     ax.margins(x=0.1)
-    ax.set_xlabel(f"{label} (mean with 95% interval over seeds)")
+    ax.set_xlabel(f"{label} (mean with {level:.0%} interval over seeds)")
     ax.grid(axis="x", alpha=0.3)
     return to_data_uri(fig)
