@@ -44,6 +44,7 @@ class DemoResult:
     report: Path
     stage_seconds: dict[str, float] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)  # leaderboard rows (see report.leaderboard)
+    comparison: Any = None  # report.compare.Comparison: each filter against the baseline over seeds
 
 
 # Stage markers are the engine's completion markers (out/.demo/<stage>-<name>.done.json): the demo
@@ -116,11 +117,78 @@ def _quiet_inner_bars() -> Iterator[None]:
             os.environ["TQDM_DISABLE"] = old
 
 
+# Keyword arguments of ``run_filter`` a filter spec may set (typed); other keys go to ``method_params``.
+_TYPED_PARAMS = {"threshold": float, "fraction": float, "arch": str, "num_clusters": int, "seed": int,
+                 "compat": lambda v: v.lower() in ("1", "true", "yes")}
+
+
+def method_runs() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The filtering methods' suggested world runs (``datacomp.filters.methods.RUNS``), when installed."""
+    try:
+        from datacomp.filters.methods import RUNS
+    except ImportError:
+        return {}
+    return dict(RUNS)
+
+
+def parse_filter_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
+    """A demo filter spec -> ``[(filter name, run_filter kwargs)]``, one entry per intersected part.
+
+    ``spec`` is a baseline run name (``clip_score_l14_30``) or a method's suggested run
+    (``negclip_l14_30``, ``semdedup_clip_score_l14_30``: ``datacomp.filters.methods.RUNS``), a registered
+    filter name with optional parameters (``clip_score:arch=l14,fraction=0.3``, ``density:fraction=0.5``), or the
+    intersection of two of those joined by ``+`` (``clip_score_l14_30+semdedup``). Parameters that are not
+    ``run_filter`` options (threshold, fraction, arch, num_clusters, seed, compat) are the method's own
+    (``method_params``).
+    """
+    import inspect
+
+    from datacomp.filters import get_filter
+    from datacomp.filters.run import run_filter
+
+    parts = spec.split("+")
+    if len(parts) > 2 or not all(parts) or "/" in spec:
+        raise DataCompError(f"filter spec {spec!r}: give NAME[:k=v,...] or the intersection of two, A+B")
+    accepted = set(inspect.signature(run_filter).parameters)
+    named = {**method_runs(), **BASELINES}
+    out = []
+    for part in parts:
+        if part in named:
+            out.append((named[part][0], dict(named[part][1])))
+            continue
+        name, _, rest = part.partition(":")
+        try:
+            get_filter(name)
+        except DataCompError:
+            raise DataCompError(f"unknown demo baseline or filter {name!r} (in filter spec {spec!r}): choose a "
+                                f"baseline ({', '.join(BASELINES)}) or a registered filter (`datacomp filter --help` "
+                                "lists them)") from None
+        params: dict[str, Any] = {}
+        method: dict[str, str] = {}
+        for kv in filter(None, rest.split(",")):
+            k, eq, v = kv.partition("=")
+            if not eq or not k:
+                raise DataCompError(f"filter spec {spec!r}: parameter {kv!r} is not key=value")
+            if k in _TYPED_PARAMS:
+                try:
+                    params[k] = _TYPED_PARAMS[k](v)
+                except ValueError:
+                    raise DataCompError(f"filter spec {spec!r}: {k}={v!r} is not a valid value") from None
+            elif "method_params" in accepted:
+                method[k] = v
+            else:
+                raise DataCompError(f"filter spec {spec!r}: unknown parameter {k!r} "
+                                    f"(filter options: {', '.join(_TYPED_PARAMS)})")
+        if method:
+            params["method_params"] = method
+        out.append((name, params))
+    return out
+
+
 def _resolve_filters(filters: list[str] | None) -> list[str]:
     names = list(filters or DEFAULT_FILTERS)
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown:
-        raise DataCompError(f"unknown demo baseline(s) {', '.join(unknown)}: choose from {', '.join(BASELINES)}")
+    for n in names:
+        parse_filter_spec(n)  # one line for an unknown name or a malformed spec, before any work
     return names
 
 
@@ -135,13 +203,15 @@ def run_demo(
     train_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     report_gallery: int = 12,
+    baseline: str | None = None,
 ) -> DemoResult:
     """Run (or resume) the demo under ``out``.
 
     ``executor``: where the steps' tasks and the train+evaluate units run (an engine executor or a
     name; default local). ``world``: an already generated ``datacomp.synth.World`` (tests pass the small test world);
     ``None`` generates or reuses the tiny world under ``out/world``. ``train_overrides`` replaces
-    fields of the fixed recipe and exists for tests only: the CLI never passes it.
+    fields of the fixed recipe and exists for tests only: the CLI never passes it. ``baseline``: the filter
+    the comparison measures the others against (default ``clip_score_l14_30`` when run, else the first).
     """
     from datacomp.report import build_report, leaderboard_rows, load_experiments
     from datacomp.report.leaderboard import rows_to_json
@@ -151,6 +221,9 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = _resolve_filters(filters)
+    from datacomp.report.compare import compare_experiments, comparison_json, pick_baseline
+
+    baseline = pick_baseline(names, baseline)
     workers = workers or min(2, os.cpu_count() or 1)
     ex = executor
     started = time.time()
@@ -196,9 +269,10 @@ def run_demo(
         for e in exps:
             e.runs = [r for r in e.runs if r.dir.name in wanted]
         rows = leaderboard_rows(exps)
+        cmp = compare_experiments(exps, baseline) if baseline in {e.name for e in exps if e.runs} else None
         report = timed("report", lambda: build_report(
-            exps, out / "report.html", pool=w.pool, gallery_size=report_gallery,
-            title=f"datacomp demo: {len(names)} baselines, {seeds} seed(s), {scale} scale"))
+            exps, out / "report.html", pool=w.pool, gallery_size=report_gallery, baseline=baseline if cmp else None,
+            title=f"datacomp demo: {len(names)} filters, {seeds} seed(s), {scale} scale"))
         prog.advance()
 
     write_record(out / "demo_record.json", "demo",
@@ -206,8 +280,8 @@ def run_demo(
                   "train_overrides": train_overrides or {}, "world": str(w.root)},
                  counts={"experiments": len(names), "runs": len(names) * seeds},
                  started=started, stage_seconds={k: round(v, 2) for k, v in stage_seconds.items()},
-                 leaderboard=rows_to_json(rows))
-    return DemoResult(out, exp_dirs, report, stage_seconds, rows)
+                 leaderboard=rows_to_json(rows), comparison=comparison_json(cmp) if cmp else None)
+    return DemoResult(out, exp_dirs, report, stage_seconds, rows, cmp)
 
 
 def _run_units(units: list[tuple[str, Path, int]], out: Path, scale: str, workers: int,
@@ -244,14 +318,35 @@ def _world(out: Path, workers: int, executor: Any = None) -> Any:
 def _filter(out: Path, exp: Path, name: str, world: Any, workers: int, executor: Any = None) -> None:
     if _done(out, "filter", name):
         return
+    from datacomp.artifacts import summary_path
     from datacomp.filters import run_filter
+    from datacomp.io import write_json_atomic
+    from datacomp.uids import intersect, read_subset, write_subset
 
-    fname, params = BASELINES[name]
+    parts = parse_filter_spec(name)
     exp.mkdir(parents=True, exist_ok=True)
     # One signals cache for every baseline: language ids, caption stats, clusters are computed once.
-    summary = run_filter(fname, world.metadata, exp / f"{name}.npy", signals_dir=out / "signals",
-                         workers=workers, executor=executor, progress=False, **params)
-    _mark(out, "filter", name, {"kept": summary.get("kept")})
+    common = {"signals_dir": out / "signals", "workers": workers, "executor": executor, "progress": False}
+    if len(parts) == 1:
+        fname, params = parts[0]
+        summary = run_filter(fname, world.metadata, exp / f"{name}.npy", **common, **params)
+        _mark(out, "filter", name, {"kept": summary.get("kept")})
+        return
+    # An intersection A+B: each part once under out/.parts (shared by every spec using it), then A ∩ B.
+    subsets, kept = [], {}
+    for part, (fname, params) in zip(name.split("+"), parts, strict=True):
+        path = out / ".parts" / part / f"{part}.npy"
+        if not _done(out, "filter-part", part):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            run_filter(fname, world.metadata, path, **common, **params)
+            _mark(out, "filter-part", part)
+        subsets.append(read_subset(path))
+        kept[part] = int(subsets[-1].shape[0])
+    both = intersect(*subsets)
+    write_subset(exp / f"{name}.npy", both)
+    write_json_atomic(summary_path(exp / f"{name}.npy"),
+                      {"filter": name, "intersection_of": kept, "kept": int(both.shape[0]), "output": f"{name}.npy"})
+    _mark(out, "filter", name, {"kept": int(both.shape[0])})
 
 
 def _reshard(out: Path, exp: Path, name: str, world: Any, workers: int, executor: Any = None) -> None:

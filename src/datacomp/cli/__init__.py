@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "report",
     "submit",
     "leaderboard",
+    "compare",
     "demo",
     "synth",
     "embed",

@@ -19,8 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="working directory (reused on re-runs)")
     p.add_argument("--seeds", type=int, default=1, help="training seeds per baseline (mean ± spread when > 1)")
-    p.add_argument("--filters", nargs="+", default=DEFAULT_FILTERS, choices=list(BASELINES), metavar="NAME",
-                   help=f"baselines to run (from: {', '.join(BASELINES)})")
+    p.add_argument("--filters", nargs="+", default=DEFAULT_FILTERS, metavar="SPEC",
+                   help=f"filters to run: a baseline ({', '.join(BASELINES)}), any registered filter with optional "
+                   "parameters (NAME:key=value,...), or the intersection of two (A+B); see docs/demo.md")
+    p.add_argument("--baseline", metavar="SPEC", default=None,
+                   help="filter the comparison table measures the others against (default: clip_score_l14_30 "
+                   "when run, else the first filter)")
     add_executor_args(p, workers_help="worker processes (default: up to 2)")
     p.set_defaults(func=run)
 
@@ -31,10 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from datacomp.report import leaderboard_table
 
     res = run_demo(args.out, seeds=args.seeds, filters=args.filters, workers=args.workers,
-                   executor=executor_from(args))
+                   executor=executor_from(args), baseline=args.baseline)
     con = console()
     con.print(leaderboard_table(res.rows, f"datacomp demo leaderboard (tiny scale, {args.seeds} seed(s))",
                                 embedded=True))
+    if res.comparison is not None:
+        from datacomp.report.compare import comparison_table
+
+        con.print(comparison_table(res.comparison, f"filters vs {res.comparison.baseline} over {args.seeds} seed(s)"))
     times = ", ".join(f"{k} {v:.0f}s" for k, v in res.stage_seconds.items())
     con.print(f"stage times: {times}")
     con.print(f"report: {res.report}")

@@ -72,6 +72,29 @@ def _leaderboard_html(rows: list[dict[str, Any]], embedded: bool) -> str:
     return "".join(out)
 
 
+def _comparison_section(experiments: list[Experiment], baseline: str | None, level: float) -> list[str]:
+    """The comparison table (mean ± std, difference to the baseline with its interval) and its plot."""
+    from datacomp.report.compare import _columns, compare_experiments, legend, mean_interval, table_cells
+
+    cmp = compare_experiments(experiments, baseline, level)
+    out = ['<table id="comparison"><thead><tr><th>Method</th><th>Dataset size</th><th>seeds</th>']
+    out += [f"<th>{html.escape(h)}</th>" for h, _ in _columns(cmp)] + ["</tr></thead><tbody>"]
+    for r in cmp.rows:
+        cells = "".join(f'<td class="num">{"<b>" + html.escape(c) + "</b>" if c.endswith(" *") else html.escape(c)}'
+                        "</td>" for c in table_cells(cmp, r))
+        cls = ' class="baseline"' if r.name == cmp.baseline else ""
+        out.append(f'<tr{cls}><td>{html.escape(r.name)}</td><td class="num">{fmt_size(r.size)}</td>'
+                   f'<td class="num">{len(r.seeds)}</td>{cells}</tr>')
+    out.append("</tbody></table>")
+    avg = cmp.average
+    means = [r.stats[avg].mean for r in cmp.rows]
+    ivs = [mean_interval(r.stats[avg], cmp.level) for r in cmp.rows]
+    lows, highs = [lo for lo, _ in ivs], [hi for _, hi in ivs]
+    return ["<h2>Comparison with confidence</h2>", "".join(out), f'<p class="muted">{html.escape(legend(cmp))}</p>',
+            _img(plots.compare_intervals([r.name for r in cmp.rows], means, lows, highs, cmp.baseline, avg, cmp.level),
+                 f"{avg} per method with interval")]
+
+
 def _img(uri: str, alt: str) -> str:
     return f'<img class="plot" src="{uri}" alt="{html.escape(alt)}">'
 
@@ -91,8 +114,13 @@ def build_report(
     gallery_size: int = 12,
     seed: int = 0,
     title: str = "DataComp experiments",
+    baseline: str | None = None,
+    level: float = 0.95,
 ) -> Path:
-    """Write the report for ``experiments`` to ``output``; ``pool`` adds histograms and galleries."""
+    """Write the report for ``experiments`` to ``output``; ``pool`` adds histograms and galleries.
+
+    ``baseline``: the method the comparison section measures the others against (default
+    ``clip_score_l14_30`` when present, else the first experiment); ``level``: of its intervals."""
     if not experiments:
         raise DataCompError("no experiments to report: pass one or more experiment directories")
     output = Path(output)
@@ -105,6 +133,8 @@ def build_report(
              "<h2>Leaderboard</h2>", _leaderboard_html(rows, embedded)]
 
     parts += ["<h2>Average score</h2>", _img(plots.bar_average(rows), "average per experiment")]
+    if any(e.runs for e in experiments):
+        parts += _comparison_section(experiments, baseline, level)
     if any(r["size"] for r in rows):
         parts += ["<h2>Average vs subset size</h2>", _img(plots.scatter_size(rows), "average vs subset size")]
     task_means = [e.task_means() for e in experiments]

@@ -110,3 +110,25 @@ def score_histograms(scores: dict[str, np.ndarray], kept: np.ndarray) -> str:
         ax.set_xlabel(name)
         ax.legend(fontsize=7)
     return to_data_uri(fig)
+
+
+def compare_intervals(names: list[str], means: list[float], lows: list[float], highs: list[float],
+                      baseline: str, label: str = "Average", level: float = 0.95) -> str:
+    """Each method's mean on one aggregate with its interval over seeds; the baseline's mean is a dashed line."""
+    fig, ax = _figure(7, 0.45 * len(names) + 1.4)
+    y = np.arange(len(names))
+    m = np.asarray(means, dtype=float)
+    lo = np.nan_to_num(m - np.asarray(lows, dtype=float), nan=0.0)
+    hi = np.nan_to_num(np.asarray(highs, dtype=float) - m, nan=0.0)
+    colors = ["#c44e52" if n == baseline else "#4c72b0" for n in names]
+    ax.errorbar(m, y, xerr=[lo, hi], fmt="none", ecolor="#555", capsize=4)
+    ax.scatter(m, y, c=colors, zorder=3)
+    if baseline in names:
+        ax.axvline(m[names.index(baseline)], color="#c44e52", ls="--", lw=1, label=f"baseline: {baseline}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, names)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # first method on top, no point on the frame
+    ax.margins(x=0.1)
+    ax.set_xlabel(f"{label} (mean with {level:.0%} interval over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    return to_data_uri(fig)
