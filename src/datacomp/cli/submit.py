@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
     manifest = verify_submission(args.output)
     if manifest["scale"] != args.scale:
         raise DataCompError(f"{args.output}: package is for scale {manifest['scale']!r}, not {args.scale!r}")
+    if not args.json:  # before the upload, which may fail
+        print(f"{args.output}: {len(manifest['files'])} file(s), hashes verified", flush=True)
     uploaded = upload_submission(args.output, args.hf_repo) if args.hf_repo else None
     if args.json:
         print_json({"output": args.output, "manifest": manifest, "uploaded": uploaded})
-        return 0
-    print(f"{args.output}: {len(manifest['files'])} file(s), hashes verified")
-    if uploaded:
+    elif uploaded:
         print(f"uploaded: {uploaded}")
     return 0
