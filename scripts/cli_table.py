@@ -51,7 +51,7 @@ def rows(parser: argparse.ArgumentParser) -> list[list[str]]:
                 continue
             shown = "/".join(names)
             if "--output" in names:
-                cols["output"] = shown + ("" if a.dest == "output" else f" ({a.dest})")
+                cols["output"] = shown + ("" if a.dest == "output" else f" ({a.dest})") + (" *" if a.required else "")
             elif "--workers" in names:
                 cols["workers"] = shown
             elif "--no-progress" in names:

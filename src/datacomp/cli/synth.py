@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from datacomp.cli import add_no_progress, add_output, add_parser
+from datacomp.cli import add_json, add_no_progress, add_output, add_parser
 from datacomp.cli._common import add_executor_args, executor_from
 
 
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--scale", choices=("full", "test"), default="full", help="task sizes (test: a quarter)")
     add_executor_args(ev, workers_default=1)
     add_no_progress(ev)
+    add_json(ev, "the summary (synth always prints JSON)")
     ev.set_defaults(func=run_eval_suite)
 
     w = add_parser(ss, "world", "write pool + evaluation suite + assets under one directory (reuses what exists)")
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="reference models to train")
     tr.add_argument("--seed", type=int, default=0, help="training seed")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    add_json(tr, "the summary (synth always prints JSON)")
     tr.set_defaults(func=run_train_reference)
 
     register_serve(ss)
@@ -60,6 +62,7 @@ def _pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="url column = BASE_URL/<uid>.jpg")
     add_executor_args(p)
     add_no_progress(p)
+    add_json(p, "the summary (synth always prints JSON)")
 
 
 def _print(summary: dict) -> None:
