@@ -289,7 +289,7 @@ def test_library_constants_spelled_in_the_cli_match():
     from datacomp.synth.pool import DEFAULT_BASE_URL
 
     assert cli_download.HUB_SCALES == HUB_SCALES and cli_download.RESIZE_MODES == RESIZE_MODES
-    assert cli_download.ENCODE_FORMATS == tuple(ENCODE_FORMATS)
+    assert tuple(ENCODE_FORMATS) == cli_download.ENCODE_FORMATS
     assert cli_synth.DEFAULT_BASE_URL == DEFAULT_BASE_URL
     dedup_help = dict(COMMANDS)[("dedup",)].format_help()
     assert f"default: {DEFAULT_THRESHOLD}" in dedup_help
