@@ -320,6 +320,15 @@ def test_no_progress_turns_the_bars_off(capsys, tmp_path, monkeypatch):
     assert rc == 0 and "TQDM_DISABLE" not in os.environ
     rc = main(["filter-signals", "--list", "--no-progress"])
     assert rc == 0 and os.environ.get("TQDM_DISABLE") == "1"
+    from datacomp.engine.base import _progress
+
+    bar = _progress(10, 0, "x", "it", True)  # a step that asks for its bar still gets none
+    assert bar.disable is True
+    bar.close()
+    os.environ.pop("TQDM_DISABLE", None)
+    bar = _progress(10, 0, "x", "it", True)
+    assert bar.disable is False
+    bar.close()
     os.environ.pop("TQDM_DISABLE", None)
 
 
