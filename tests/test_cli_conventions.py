@@ -350,3 +350,23 @@ def test_subset_written_by_the_cli_is_the_sorted_array(capsys, tmp_path):
     rc, _, _ = _run(capsys, "subset", "from-text", src, "-o", tmp_path / "s.npy")
     arr = np.load(tmp_path / "s.npy")
     assert rc == 0 and arr.dtype == U.UID_DTYPE and list(U.uids_to_hex(arr)) == sorted(UIDS)
+
+
+def test_demo_progress_shows_an_eta():
+    """The demo's one progress bar shows elapsed time and an ETA estimated over the whole run."""
+    import time
+
+    from rich.progress import TimeRemainingColumn
+
+    from datacomp.demo import _Progress
+
+    p = _Progress(4, True)
+    assert any(isinstance(c, TimeRemainingColumn) for c in p._p.columns)
+    with p:
+        p.advance()
+        time.sleep(0.2)
+        p.advance()
+        task = p._p.tasks[0]
+        assert task.time_remaining is not None and 0 < task.time_remaining < 60
+        rendered = "".join(str(c.render(task)) for c in p._p.columns)
+    assert "ETA" in rendered
