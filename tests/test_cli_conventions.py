@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datacomp.cli import build_parser, main
+from datacomp.cli import build_parser, main, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = str(ROOT / "src")
@@ -370,3 +370,22 @@ def test_demo_progress_shows_an_eta():
         assert task.time_remaining is not None and 0 < task.time_remaining < 60
         rendered = "".join(str(c.render(task)) for c in p._p.columns)
     assert "ETA" in rendered
+
+
+def test_config_lists_switches_and_the_command_line_winning(tmp_path):
+    cfg = tmp_path / "download.yaml"
+    cfg.write_text(f"output: {tmp_path}\nworkers: 32\nthread-count: 128\nskip_bbox_blurring: true\n"
+                   "allow-network: [10.0.0.0/8, 192.168.0.0/16]\nresize-mode: center_crop\n")
+    a = parse(build_parser(), ["download", "--config", str(cfg)])
+    assert (a.data_dir, a.workers, a.thread_count, a.skip_bbox_blurring, a.resize_mode) == (
+        str(tmp_path), 32, 128, True, "center_crop")
+    assert a.allow_network == ["10.0.0.0/8", "192.168.0.0/16"] and a.image_size == 512  # untouched default
+    a = parse(build_parser(), ["download", "--config", str(cfg), "-j", "2", "--allow-network", "127.0.0.0/8",
+                               "--resize-mode", "border"])
+    assert (a.workers, a.allow_network, a.resize_mode, a.thread_count) == (2, ["127.0.0.0/8"], "border", 128)
+    # a flag required on the command line may come from the file; the old filter spelling reads it too
+    cfg2 = tmp_path / "centroids.toml"
+    cfg2.write_text('metadata_dir = "m"\nsave_path = "c.npy"\nnum_clusters = 9\n')
+    a = parse(build_parser(), ["filter", "build-centroids", "--config", str(cfg2), "--seed", "4"])
+    assert (a.command, a.metadata_dir, a.output, a.num_clusters, a.seed) == ("filter-centroids", "m", Path("c.npy"),
+                                                                              9, 4)

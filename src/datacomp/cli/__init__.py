@@ -284,6 +284,25 @@ def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, key:
     return out if many else out[0]
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Old spellings rewritten, ``--config FILE`` applied (the command line wins), then argparse."""
+    argv = rewrite_argv(argv)
+    pending: dict[str, Any] = {}
+    cfg = _config_path(argv)
+    if cfg is not None:
+        leaf = _leaf_parser(parser, argv)
+        if leaf is parser:
+            raise DataCompError("--config goes with a command: datacomp COMMAND --config FILE")
+        pending = apply_config(leaf, cfg, load_config(cfg))
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command's own usage, not the top level's
+        _leaf_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
+    for dest, (_action, value) in pending.items():
+        if getattr(args, dest, _UNSET) in (_UNSET, None):
+            setattr(args, dest, value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
@@ -291,23 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()  # imports every command module: a broken install fails here
     except Exception as e:  # noqa: BLE001 - the one error path
         return _report(e, verbose=verbose, output=None)
-    argv = rewrite_argv(argv)
-    pending: dict[str, Any] = {}
-    cfg = _config_path(argv)
-    if cfg is not None:
-        leaf = _leaf_parser(parser, argv)
-        try:
-            if leaf is parser:
-                raise DataCompError("--config goes with a command: datacomp COMMAND --config FILE")
-            pending = apply_config(leaf, cfg, load_config(cfg))
-        except DataCompError as e:
-            return _report(e, verbose=verbose, output=None)
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # named by the command's own usage, not the top level's
-        _leaf_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
-    for dest, (_action, value) in pending.items():
-        if getattr(args, dest, _UNSET) in (_UNSET, None):
-            setattr(args, dest, value)
+    try:
+        args = parse(parser, argv)
+    except DataCompError as e:  # a bad --config file
+        return _report(e, verbose=verbose, output=None)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     # Our loggers at the chosen level; third-party ones (open_clip logs INFO on the root logger for
     # every model it builds) only at WARNING unless -v.
