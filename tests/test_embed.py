@@ -139,3 +139,25 @@ def test_dedup_finds_planted_eval_images_and_filters_exclude_them(byod, world, t
     kept = set(uids_to_hex(read_subset(tmp_path / "clean.npy")).tolist())
     assert not kept & set(planted) and s2["removed"]["excluded"] == len(flagged)
     assert hex_to_uids(np.array(planted)).size == N_PLANTED
+
+
+@pytest.mark.s3
+def test_embed_from_and_to_s3_matches_local(byod, s3_bucket):
+    """The pool's metadata and shards in a bucket, the embedded metadata (and the work folder) written
+    there: the same parquet and npz bytes as the local run."""
+    from datacomp.filters.embed import embed_pool, parse_models
+    from datacomp.storage import as_location
+
+    root = byod[0]
+    for sub in ("metadata", "shards"):
+        for p in sorted((root / sub).iterdir()):
+            if p.is_file():
+                as_location(f"{s3_bucket}/pool/{sub}/{p.name}").upload(p)
+    models = parse_models(["b32=datacomp-ref-b32", "l14=datacomp-ref-l14"])
+    summary = embed_pool(f"{s3_bucket}/pool/metadata", f"{s3_bucket}/pool/shards", f"{s3_bucket}/embedded",
+                         models=models, workers=1, progress=False)
+    assert summary["rows"] == byod[1]["rows"] and summary["with_image"] == byod[1]["with_image"]
+    out = as_location(f"{s3_bucket}/embedded")
+    assert sorted(p.name for p in out.ls()) == ["part0.npz", "part0.parquet"]  # the work folder is gone
+    for name in ("part0.npz", "part0.parquet"):
+        assert (out / name).read_bytes() == (root / "embedded" / name).read_bytes(), name

@@ -3,6 +3,7 @@ the same step on local paths, and one-line errors for a missing bucket or missin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -180,8 +181,65 @@ def test_train_reads_shards_from_s3(world, s3_pool, tmp_path):
     wa = torch.load(a.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     wb = torch.load(b.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert all(bool((wa[k] == wb[k]).all()) for k in wa)
-    assert _cli("train", "--data-dir", f"{s3_pool}/shards", "--output-dir", "s3://pool-s3/runs",
-                "--scale", "tiny") == 2
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_with_the_run_folder_in_s3(world, s3_bucket, tmp_path, monkeypatch):
+    """A run folder in a bucket: training works in a staged copy and uploads it; a re-run with the staged
+    copy gone resumes from the bucket (nothing left to train); evaluate reads the run from the bucket and
+    writes its results there. Weights and metrics equal a run on local paths."""
+    import json
+    import shutil
+
+    import torch
+
+    from datacomp.train import TrainConfig, train
+
+    monkeypatch.setenv("DATACOMP_STAGING", str(tmp_path / "staging"))
+    cfg = TrainConfig(model="datacomp-tiny-rn", batch_size=16, lr=2e-3, train_num_samples=48, warmup=1,
+                      num_checkpoints=1, precision="fp32", workers=0, grad_checkpointing=False,
+                      shuffle_buffer=50, shuffle_initial=10)
+    a = train(str(world.shards), tmp_path / "runs", "exp", cfg, progress=False, threads=1)
+    b = train(str(world.shards), f"{s3_bucket}/runs", "exp", cfg, progress=False, threads=1)
+    assert a.steps == b.steps == 3 and a.losses == b.losses and len(b.losses) == 3
+    remote = as_location(f"{s3_bucket}/runs/exp")
+    assert (remote / "train_record.json").isfile()
+    wa = torch.load(a.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    wb = torch.load(io.BytesIO((remote / "checkpoints" / "epoch_latest.pt").read_bytes()), map_location="cpu",
+                    weights_only=True)["state_dict"]
+    assert all(bool((wa[k] == wb[k]).all()) for k in wa)
+    shutil.rmtree(tmp_path / "staging")
+    again = train(str(world.shards), f"{s3_bucket}/runs", "exp", cfg, progress=False, threads=1)
+    assert again.steps == 3 and again.losses == []  # resumed from the bucket's checkpoint: nothing to do
+
+    tasks = "embedded/shapes,embedded/retrieval"
+    common = ["--data-dir", str(world.eval_suite), "--tasks", tasks, "--no-progress"]
+    assert _cli("evaluate", "--train-output-dir", str(tmp_path / "runs" / "exp"), *common) == 0
+    assert _cli("evaluate", "--train-output-dir", str(remote), *common) == 0
+
+    def metrics(text: str) -> dict:
+        return {r["key"]: r["metrics"] for r in map(json.loads, text.splitlines())}
+
+    got = metrics((remote / "eval_results.jsonl").read_text())
+    assert set(got) == set(tasks.split(","))
+    assert got == metrics((tmp_path / "runs" / "exp" / "eval_results.jsonl").read_text())
+
+
+@pytest.mark.slow
+def test_dedup_and_centroids_on_s3_match_local(world, s3_pool, s3_bucket, tmp_path):
+    """Evaluation-set dedup and k-means centroids with the pool and the outputs in a bucket: same bytes."""
+    from datacomp.filters.clusters import build_centroids
+    from datacomp.filters.dedup import DEFAULT_MODEL, dedup
+
+    a = dedup(world.metadata, world.eval_suite, tmp_path / "dups.npy", model=DEFAULT_MODEL, progress=False)
+    b = dedup(f"{s3_pool}/metadata", world.eval_suite, f"{s3_bucket}/dups.npy", model=DEFAULT_MODEL, progress=False)
+    assert a["flagged"] == b["flagged"] > 0
+    assert _b(f"{s3_bucket}/dups.npy") == (tmp_path / "dups.npy").read_bytes()
+    assert not [p for p in as_location(s3_bucket).ls() if "dedup-work" in p.name]
+    build_centroids(world.metadata, tmp_path / "c.npy", num_clusters=8, seed=0, signals_dir=tmp_path / "sig")
+    build_centroids(f"{s3_pool}/metadata", f"{s3_bucket}/c.npy", num_clusters=8, seed=0,
+                    signals_dir=f"{s3_bucket}/sig")
+    assert _b(f"{s3_bucket}/c.npy") == (tmp_path / "c.npy").read_bytes()
 
 
 # --- download into the bucket -------------------------------------------------------------------------

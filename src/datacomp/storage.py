@@ -536,3 +536,114 @@ def atomic_open(final: str | os.PathLike[str] | Location, mode: str = "wb", buff
     """See :meth:`Location.atomic_open`."""
     with as_location(final).atomic_open(mode, buffering) as f:
         yield f
+
+
+# --- staged directories: local working copies of remote run folders -----------------------------
+
+SYNC_MANIFEST = ".datacomp_sync.json"  # in a staged copy: what was last pulled or pushed (size, mtime)
+
+
+def staging_root() -> Path:
+    """Where staged copies of remote directories live: ``$DATACOMP_STAGING`` or ``~/.cache/datacomp/staging``."""
+    return Path(os.environ.get("DATACOMP_STAGING") or Path.home() / ".cache" / "datacomp" / "staging")
+
+
+def _is_temporary(name: str) -> bool:
+    return name == SYNC_MANIFEST or (name.startswith(".") and (name.endswith(".tmp") or name.endswith(".lock")))
+
+
+def _local_state(root: Path) -> dict[str, list[int]]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not _is_temporary(p.name):
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def pull_dir(remote: Location, local: Path) -> int:
+    """Copy the files under ``remote`` that the local copy lacks (or holds at another size); returns the count."""
+    n = 0
+    if not remote.isdir():
+        return 0
+    with remote._errors("list"):
+        found = remote.fs.find(remote.path)
+    base = remote.path.rstrip("/") + "/"
+    for rpath in sorted(found):
+        rel = rpath[len(base):] if rpath.startswith(base) else os.path.basename(rpath)
+        if not rel or _is_temporary(os.path.basename(rel)):
+            continue
+        dst = local / rel
+        size = Location(rpath, remote.fs, remote.protocol).size()
+        if dst.is_file() and dst.stat().st_size == size:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(_tmp_basename(dst.name))
+        with remote._errors("read"):
+            remote.fs.get_file(rpath, str(tmp))
+        os.replace(tmp, dst)
+        n += 1
+    return n
+
+
+def push_dir(local: Path, remote: Location) -> int:
+    """Upload the local files changed since the last pull or push (each one atomically); returns the count."""
+    manifest = local / SYNC_MANIFEST
+    synced = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    now = _local_state(local)
+    n = 0
+    for rel, state in now.items():
+        if synced.get(rel) != state:
+            remote.join(*rel.split("/")).upload(local / rel)
+            n += 1
+    tmp = manifest.with_name(_tmp_basename(manifest.name))
+    tmp.write_text(json.dumps(now))
+    os.replace(tmp, manifest)
+    return n
+
+
+@contextlib.contextmanager
+def staged_dir(url: str | os.PathLike[str] | Location, upload: bool = True) -> Iterator[Path]:
+    """A local working directory for ``url``: the path itself when local; for a remote folder, a copy
+    under :func:`staging_root` filled from the URL first (so a run resumes from what it uploaded) and
+    uploaded back file by file when the block ends, also when it fails (every file written through
+    the project's atomic writes is complete, so a killed job's finished checkpoints are kept).
+
+    For tools that need a POSIX directory (training checkpoints, evaluation results). Processes that
+    share a node share the copy (a lock serialises the pull); only callers with ``upload`` push.
+    """
+    import fcntl
+    import hashlib
+
+    loc = as_location(url)
+    if loc.is_local:
+        p = Path(loc.path)
+        p.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    local = staging_root() / hashlib.sha256(loc.url.encode()).hexdigest()[:16] / (loc.name or "root")
+    local.mkdir(parents=True, exist_ok=True)
+    with open(local.parent / ".pull.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pulled = pull_dir(loc, local)
+        if pulled:
+            push_state = local / SYNC_MANIFEST  # what was just pulled need not be pushed back
+            push_state.write_text(json.dumps(_local_state(local)))
+    log.info("%s: working in the staged copy %s (%d file(s) pulled)", loc.url, local, pulled)
+    try:
+        yield local
+    finally:
+        if upload:
+            n = push_dir(local, loc)
+            log.info("%s: %d file(s) uploaded from %s", loc.url, n, local)
+
+
+def load_numpy(x: str | os.PathLike[str] | Location, mmap: bool = False) -> Any:
+    """``np.load`` (no pickles) of a ``.npy``/``.npz`` at any location: memory-mapped when local and
+    ``mmap``, read whole into memory when remote."""
+    import numpy as np
+
+    loc = as_location(x)
+    if loc.is_local:
+        return np.load(loc.local_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)

@@ -430,13 +430,9 @@ def merge_subset_files(paths: list[str | os.PathLike[str] | Any], output: str | 
     writes for the concatenation.
     """
 
-    def load(p: Any) -> np.ndarray:
-        loc = as_location(p)
-        if loc.is_local:
-            return np.load(loc.local_path, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(loc.read_bytes()), allow_pickle=False)
+    from datacomp.storage import load_numpy
 
-    loaded = [load(p) for p in paths]
+    loaded = [load_numpy(p, mmap=True) for p in paths]
     # (a part left unsorted, e.g. by an older version's interrupted run, is sorted here: one file at a time)
     parts = [p if is_sorted(p) else sort_uids(np.asarray(p)) for p in loaded if p.shape[0]]
     chunk = max(1024, min(chunk, (1 << 24) // max(1, len(parts))))

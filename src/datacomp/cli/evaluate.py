@@ -57,34 +57,50 @@ def split_keys(values: list[str] | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datacomp.errors import DataCompError
-    from datacomp.evaluate import evaluate, get_suite, load_plugins
-    from datacomp.evaluate.model import resolve_model
-    from datacomp.evaluate.runner import resolve_suite
+    import contextlib
 
-    out = args.output or args.train_output_dir
-    if not out:
+    from datacomp.errors import DataCompError
+    from datacomp.storage import staged_dir
+
+    if not (args.output or args.train_output_dir):
         raise DataCompError("pass -o/--output (or --train-output-dir, whose folder then receives the results)")
-    load_plugins(args.plugin)
-    spec = resolve_model(args.model, args.checkpoint, args.train_output_dir)
-    suite = get_suite(resolve_suite(args.suite, spec), args.data_dir, args.tasks_file)
-    logging.getLogger(__name__).info("evaluating %s (%s) on the %s suite", spec.name,
-                                     spec.checkpoint or "random init", suite.name)
-    results = evaluate(
-        out, model=spec.name, checkpoint=spec.checkpoint, train_output_dir=args.train_output_dir, suite=suite,
-        tasks=split_keys(args.tasks), data_dir=args.data_dir, force=args.force, download=args.download,
-        batch_size=args.batch_size, device=args.device, workers=args.workers, cache_dir=args.cache_dir,
-        progress=not args.no_progress,
-    )
+    # A run folder in object storage (s3://...) is evaluated in a staged local copy, and the results
+    # are uploaded back when the run ends (see docs/storage.md).
+    with contextlib.ExitStack() as stack:
+        tod = str(stack.enter_context(staged_dir(args.train_output_dir))) if args.train_output_dir else None
+        if args.output and args.output != args.train_output_dir:
+            out = str(stack.enter_context(staged_dir(args.output)))
+        else:
+            out = tod
+        results, suite = _evaluate(args, out, tod)
     if args.json:
         from datacomp.evaluate import aggregate_partial
 
         agg = aggregate_partial(results, suite)
-        print_json({"suite": suite.name, "output": str(out), "results": results, "aggregates": agg.values,
-                    "missing": agg.missing})
+        print_json({"suite": suite.name, "output": args.output or args.train_output_dir, "results": results,
+                    "aggregates": agg.values, "missing": agg.missing})
         return 0
     print_results(results, suite)
     return 0
+
+
+def _evaluate(args: argparse.Namespace, out: str | None, train_output_dir: str | None) -> tuple[list, Any]:
+    from datacomp.evaluate import evaluate, get_suite, load_plugins
+    from datacomp.evaluate.model import resolve_model
+    from datacomp.evaluate.runner import resolve_suite
+
+    load_plugins(args.plugin)
+    spec = resolve_model(args.model, args.checkpoint, train_output_dir)
+    suite = get_suite(resolve_suite(args.suite, spec), args.data_dir, args.tasks_file)
+    logging.getLogger(__name__).info("evaluating %s (%s) on the %s suite", spec.name,
+                                     spec.checkpoint or "random init", suite.name)
+    results = evaluate(
+        out, model=spec.name, checkpoint=spec.checkpoint, train_output_dir=train_output_dir, suite=suite,
+        tasks=split_keys(args.tasks), data_dir=args.data_dir, force=args.force, download=args.download,
+        batch_size=args.batch_size, device=args.device, workers=args.workers, cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    return results, suite
 
 
 def print_results(results: list[dict], suite: Any, tasks_file: Any = None) -> None:

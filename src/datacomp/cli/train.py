@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from datacomp.cli import add_json, add_no_progress, add_output, add_parser, flag, print_json
 from datacomp.scales import available_scales
@@ -57,16 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from datacomp.errors import DataCompError
-    from datacomp.storage import is_url
     from datacomp.train import TrainConfig, train
-
-    if is_url(args.output):  # checkpoints, logs and resume read and write local files
-        raise DataCompError(
-            f"--output {args.output}: training writes checkpoints to a local directory; "
-            "pass a local path and copy the run dir to the bucket afterwards (shards may be read from URLs)"
-        )
-    args.output = Path(args.output)
 
     overrides = {"accum_freq": args.accum_freq, "grad_clip_norm": args.grad_clip_norm}
     if args.workers is not None:

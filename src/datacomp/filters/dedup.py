@@ -27,6 +27,7 @@ from datacomp.errors import DataCompError
 from datacomp.filters import metadata as md
 from datacomp.filters.embed import ModelSpec, embed_images, load
 from datacomp.io import atomic_path, write_json_atomic
+from datacomp.storage import as_location, load_numpy
 from datacomp.uids import UID_DTYPE, hex_to_uids, write_subset
 
 log = logging.getLogger(__name__)
@@ -95,18 +96,18 @@ def max_similarity(x: np.ndarray, ref: np.ndarray, chunk: int = 4096) -> tuple[n
 
 def dedup_task(parquet: str, work: str, ref_file: str, threshold: float, embedding_key: str) -> dict[str, Any]:
     """Flag one metadata file's near-duplicates; write their uids and best matches."""
-    f = Path(parquet)
+    f = as_location(parquet)
     try:
         uids = hex_to_uids(md.read_columns(f, ["uid"]).column("uid"))
     except DataCompError as e:
         raise DataCompError(f"{f}: {e}") from None
-    with np.load(ref_file) as z:
+    with load_numpy(ref_file) as z:
         ref, task_idx = z["emb"], z["task"]
     emb = md.read_embeddings(f, embedding_key, rows=len(uids), dim=ref.shape[1],
                              dim_source="the evaluation images' embeddings")
     best, arg = max_similarity(emb, ref)
     flag = best >= threshold
-    out = Path(work) / f"{f.stem}.npz"
+    out = as_location(work) / f"{f.stem}.npz"
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, f0=uids["f0"][flag], f1=uids["f1"][flag], task=task_idx[arg[flag]], sim=best[flag])
     return {"rows": len(uids), "flagged": int(flag.sum())}
@@ -138,15 +139,15 @@ def dedup(
     if not 0.0 < threshold <= 1.0:
         raise DataCompError(f"--threshold must be in (0, 1], got {threshold}")
     files = md.list_parquets(metadata_dir)
-    output = Path(output)
+    output = as_location(output)
     work = output.with_name(f".{output.name}.dedup-work")
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdirs()
     ref_file = output.with_suffix(".eval.npz")
     ident = json.dumps({"suite": str(Path(eval_suite).resolve()), "tasks": tasks, "model": model.__dict__},
                        sort_keys=True)
     cached = None
-    if ref_file.is_file():
-        with np.load(ref_file) as z:
+    if ref_file.isfile():
+        with load_numpy(ref_file) as z:
             if str(z["ident"]) == ident:
                 cached = z["emb"], z["task"], [str(n) for n in z["names"]]
     if cached is None:
@@ -159,7 +160,7 @@ def dedup(
     res = run_tasks(tasks, resolve_executor(executor, workers), desc="dedup", unit="file", progress=progress)
     parts, per_task, sims = [], np.zeros(len(names), np.int64), []
     for f in files:
-        with np.load(work / f"{f.stem}.npz") as z:
+        with load_numpy(work / f"{f.stem}.npz") as z:
             u = np.empty(len(z["f0"]), UID_DTYPE)
             u["f0"], u["f1"] = z["f0"], z["f1"]
             parts.append(u)
@@ -175,7 +176,5 @@ def dedup(
         "model": model.__dict__, "embedding_key": embedding_key, "seconds": round(time.time() - started, 3),
     }
     write_json_atomic(summary_path(output), summary)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
+    work.rm(recursive=True)
     return summary

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from datacomp.filters import metadata as md
 from datacomp.filters.pixels import lookup_sorted
 from datacomp.io import atomic_path
 from datacomp.models import REFERENCE_MODELS
+from datacomp.storage import Location, as_location, load_numpy
 from datacomp.uids import UID_DTYPE, hex_to_uids, sort_order
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tu
                 arrays[f"{m.key}_img"] = embed_images(lm, images, batch).astype(np.float16)
             except DataCompError as e:
                 raise DataCompError(f"{tar}: {e}") from None
-    out = Path(work) / f"{Path(tar).stem}.npz"
+    out = as_location(work) / f"{as_location(tar).stem}.npz"
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
     return {"samples": len(uids)}
@@ -167,14 +167,14 @@ def shard_task(tar: str, work: str, models: tuple[ModelSpec, ...], image_ext: tu
 
 def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelSpec, ...]) -> dict[str, Any]:
     """Write one metadata file's parquet (scores) and npz (embeddings), rows matched by uid."""
-    f = Path(parquet)
+    f = as_location(parquet)
     md.check_columns(f, md.read_schema(f), ["uid", "text"])
     table = md.read_columns(f, md.read_schema(f).names)
     try:
         uids = hex_to_uids(table.column("uid"))
     except DataCompError as e:
         raise DataCompError(f"{f}: {e}") from None
-    index_u, index_src = _load_index(Path(work))
+    index_u, index_src = _load_index(as_location(work))
     pos, found = lookup_sorted(index_u, uids)
     texts = [t or "" for t in table.column("text").to_pylist()]
     arrays: dict[str, np.ndarray] = {}
@@ -184,7 +184,7 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
             txt = embed_texts(lm, texts)
             img = np.zeros_like(txt)
             for shard, rows in _group_rows(index_src, pos, found):
-                with np.load(Path(work) / f"{shard}.npz") as z:
+                with load_numpy(as_location(work) / f"{shard}.npz") as z:
                     img[rows[0]] = z[f"{m.key}_img"][rows[1]].astype(np.float32)
             score = np.einsum("ij,ij->i", img, txt).astype(np.float32)
             score[~found] = np.nan
@@ -196,7 +196,7 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
                 table = table.set_column(table.schema.get_field_index(col), col, scores)
             else:
                 table = table.append_column(col, scores)
-    out = Path(output_dir)
+    out = as_location(output_dir)
     with atomic_path(out / f"{f.stem}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
     with atomic_path(out / f"{f.stem}.parquet") as tmp:
@@ -207,14 +207,14 @@ def metadata_task(parquet: str, work: str, output_dir: str, models: tuple[ModelS
 _INDEX: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
 
-def _load_index(work: Path) -> tuple[np.ndarray, tuple[np.ndarray, list[str]]]:
+def _load_index(work: Location) -> tuple[np.ndarray, tuple[np.ndarray, list[str]]]:
     """All embedded uids (sorted) and, per uid, ``(shard number, row in shard)`` (cached per process)."""
-    shards = sorted(p.stem for p in work.glob("*.npz"))
+    shards = sorted(p.stem for p in work.ls("*.npz"))
     key = f"{work}:{','.join(shards)}"
     if key not in _INDEX:
         parts, src = [], []
         for i, s in enumerate(shards):
-            with np.load(work / f"{s}.npz") as z:
+            with load_numpy(work / f"{s}.npz") as z:
                 u = np.empty(len(z["uid_f0"]), UID_DTYPE)
                 u["f0"], u["f1"] = z["uid_f0"], z["uid_f1"]
             parts.append(u)
@@ -261,8 +261,8 @@ def embed_pool(
     tars = list_shards(shards_dir)
     if not tars:
         raise DataCompError(f"{shards_dir}: no .tar shards to read images from")
-    out = Path(output_dir)
-    if out.resolve() == Path(metadata_dir).resolve():
+    out = as_location(output_dir)
+    if out.resolve() == as_location(metadata_dir).resolve():
         raise DataCompError(f"{out}: write the embedded metadata to a new folder, not over the input")
     work = out / ".embed-work"
     if workers is None and executor in (None, "local"):
@@ -272,12 +272,12 @@ def embed_pool(
             workers = 1
     exe = resolve_executor(executor, workers)
     run_tasks([Task(t.stem, shard_task, (str(t), str(work), models), {"batch": batch_size}) for t in tars],
-              exe, state_dir=work / "state-shards", desc="embed images", unit="shard", progress=progress)
+              exe, state_dir=str(work / "state-shards"), desc="embed images", unit="shard", progress=progress)
     res = run_tasks([Task(f.stem, metadata_task, (str(f), str(work), str(out), models)) for f in files],
-                    exe, state_dir=work / "state-meta", desc="embed captions", unit="file", progress=progress)
-    shutil.rmtree(work, ignore_errors=True)
+                    exe, state_dir=str(work / "state-meta"), desc="embed captions", unit="file", progress=progress)
+    work.rm(recursive=True)
     world = read_world_marker(metadata_dir)
-    if world is not None:  # still the world's pool, with the world's assets
+    if world is not None and out.is_local:  # still the world's pool, with the world's assets
         write_world_marker(out, world_assets(metadata_dir), {k: v for k, v in world.items()
                                                               if k not in ("kind", "assets", "reference_models")})
     rows = sum(r.stats["rows"] for r in res)

@@ -27,13 +27,10 @@ example reading image pixels). A pip-installed package adds both through the ent
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,23 +158,10 @@ def load_plugins(paths: list[str] | tuple[str, ...]) -> None:
     """Import user plug-in files (each registers its filters and signals when imported)."""
     if paths:
         _ensure_builtin()  # (built-ins first: a plug-in column that clashes with one is refused, listings keep order)
+    from datacomp.plugins import import_file
+
     for p in paths:
-        path = Path(p).resolve()
-        if not path.is_file():
-            raise DataCompError(f"{path}: filter plugin file not found")
-        mod_name = f"datacomp_user_filter_{abs(hash(str(path)))}"
-        if mod_name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise DataCompError(f"{path}: not an importable Python file")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as e:  # noqa: BLE001 - a user's file may raise anything on import
-            del sys.modules[mod_name]
-            raise DataCompError(f"{path}: importing the plugin failed ({type(e).__name__}: {e})") from None
+        import_file(p, "filter plugin")
 
 
 def columns_needed(fdef: FilterDef, params: FilterParams) -> tuple[str, ...]:

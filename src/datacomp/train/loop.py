@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -167,6 +168,14 @@ def _train_step(model: Any, loss_fn: Any, optimizer: Any, scaler: Any, micro: li
     return float(total.detach())
 
 
+def _launch_rank() -> int:
+    """This process's global rank as the launcher set it (torchrun, SLURM); 0 when not distributed."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def train(
     data: str | list[str],
     output_dir: str | Path,
@@ -190,7 +199,20 @@ def train(
     Resumes from ``checkpoints/epoch_latest.pt`` when it exists and the recipe and data match (refuses
     otherwise). Besides every "epoch" (``num_checkpoints``), ``epoch_latest.pt`` is rewritten every
     ``checkpoint_every_steps`` steps and at least every ``checkpoint_minutes``, so a killed run loses little.
+
+    ``output_dir`` may be a storage URL (``s3://bucket/runs``): the run then works in a staged local
+    copy (:func:`datacomp.storage.staged_dir`, filled from the URL first, so it resumes from what an
+    earlier run uploaded), and rank 0 uploads the run folder when training ends or fails.
     """
+    from datacomp import storage
+
+    if storage.is_url(output_dir):
+        args = dict(locals())
+        del args["storage"]
+        dest = storage.as_location(output_dir) / exp_name
+        with storage.staged_dir(dest, upload=_launch_rank() == 0) as local:
+            args["output_dir"] = str(local.parent)
+            return train(**args)
     import open_clip
     from open_clip_train.precision import get_autocast
     from open_clip_train.scheduler import cosine_lr
