@@ -14,6 +14,13 @@ For every baseline it reports seconds, rows/s and peak memory of, in the same ru
     where pyarrow imports pandas (~0.35 s) on the first Arrow call of the process.
 
     python benchmarks/filters.py [--rows 1000000] [--files 8] [--out /tmp/dc-bench-filters] [--names a,b]
+    python benchmarks/filters.py --methods negclip,normsim,semdedup,density [--rows N] [--dim 768]
+
+``--methods``: the post-DataComp methods (``docs/methods/``), ``cold`` and ``cached`` only, over the
+same metadata plus generated row-aligned npz embeddings (``l14_img``/``l14_txt``, ``--dim`` wide,
+float16, unit length, drawn around 1,000 concept centres with 2% planted near-duplicates) and 1,000
+random target embeddings for ``normsim``. (``dfn`` re-embeds images, so it is measured on the
+embedded world instead: see ``docs/methods/dfn.md``.)
 
 The project does not depend on pandas, so ``cold``/``cached``/``scan`` run from the project's venv
 and the pandas variants from a side venv that sees the project's packages plus pandas
@@ -95,6 +102,39 @@ def make_data(out: Path, rows: int, files: int, seed: int = 0) -> Path:
 # ``int(uid, 16)``), the stricter comparator.  Both run over the files with a 2-process spawn Pool
 # (``imap_unordered``, as the original's ``apply_filter``).  For text_based both use our WordNet reader
 # and a Python ``set`` of ids, far kinder than the original's NLTK calls and list scan.
+
+
+METHODS = {  # run_filter arguments of each method's benchmark run
+    "negclip": {"fraction": 0.3},
+    "normsim": {"fraction": 0.3},
+    "semdedup": {},
+    "density": {"fraction": 0.3},
+}
+
+
+def make_embeddings(meta: Path, dim: int, seed: int = 0) -> Path:
+    """Row-aligned ``<stem>.npz`` (l14_img, l14_txt) beside each parquet, and ``targets.npy``; kept when present."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng([seed, dim])
+    centres = rng.normal(size=(1000, dim)).astype(np.float32)
+    for f in sorted(meta.glob("*.parquet")):
+        npz = f.with_suffix(".npz")
+        n = pq.ParquetFile(f).metadata.num_rows
+        if npz.is_file():
+            with np.load(npz) as z:
+                if z["l14_img"].shape == (n, dim):
+                    continue
+        img = centres[rng.integers(0, len(centres), n)] + 0.7 * rng.normal(size=(n, dim)).astype(np.float32)
+        dup = rng.random(n) < 0.02
+        img[dup] = img[rng.integers(0, n, int(dup.sum()))] + 0.01 * rng.normal(size=(int(dup.sum()), dim))
+        txt = img + 1.2 * rng.normal(size=(n, dim)).astype(np.float32)
+        unit = [(a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float16) for a in (img, txt)]
+        np.savez(npz, l14_img=unit[0], l14_txt=unit[1])
+    targets = meta.parent / "targets.npy"
+    if not targets.is_file() or np.load(targets).shape[1] != dim:
+        np.save(targets, centres[rng.integers(0, len(centres), 1000)] + 0.5 * rng.normal(size=(1000, dim)))
+    return targets
 
 
 def _uid_pair(u: str) -> tuple[int, int]:
@@ -237,6 +277,10 @@ def scan(name: str, meta: Path, table: bool = False) -> int:
 def ours(name: str, meta: Path, out: Path, tag: str) -> int:
     from datacomp.filters import run_filter
 
+    if name in METHODS:
+        s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}", workers=WORKERS,
+                       progress=False, targets=meta.parent / "targets.npy", **METHODS[name])
+        return int(s["kept"])
     # "cold" and "cached" share one signals folder per baseline, which main() empties first.
     s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}", workers=WORKERS,
                    progress=False, synsets=None if name != "text_based" else _in21k(), **BASELINES[name])
@@ -308,6 +352,8 @@ def main() -> None:
     ap.add_argument("--names", default=",".join(BASELINES))
     ap.add_argument("--pandas-venv", type=Path, default=Path("/tmp/dc-bench-pandas-venv"),
                     help="side venv for the pandas comparators (created on first use)")
+    ap.add_argument("--methods", default=None, help="time these methods (cold, cached) instead of the baselines")
+    ap.add_argument("--dim", type=int, default=768, help="embedding width for --methods")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--name")
     ap.add_argument("--variant")
@@ -318,6 +364,10 @@ def main() -> None:
     out = Path(args.out)
     make_data(out, args.rows, args.files)
     import shutil
+
+    if args.methods:
+        bench_methods(out, args)
+        return
 
     for name in args.names.split(","):
         shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
@@ -342,6 +392,24 @@ def main() -> None:
         if name in ("no_filter", "laion2b", "basic_filter"):
             assert r["cold"]["rows_out"] == r["per-row"]["rows_out"], (name, r)
         sys.stdout.flush()
+
+def bench_methods(out: Path, args: argparse.Namespace) -> None:
+    import shutil
+
+    t0 = time.perf_counter()
+    make_embeddings(out / "metadata", args.dim)
+    print(f"{args.rows:,} rows in {args.files} parquet files + {args.dim}-d npz embeddings "
+          f"(made in {time.perf_counter() - t0:.0f} s), {WORKERS} workers\n")
+    print(f"{'method':10s} {'variant':8s} {'seconds':>8s} {'rows/s':>10s} {'peak MB':>8s} {'kept':>9s}")
+    for name in args.methods.split(","):
+        shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
+        r = {v: run_child(name, v, out, sys.executable) for v in ("cold", "cached")}
+        for v, m in r.items():
+            print(f"{name:10s} {v:8s} {m['seconds']:8.2f} {args.rows / m['seconds']:10,.0f} {m['peak_mb']:8.0f} "
+                  f"{m['rows_out']:9,}")
+        assert r["cold"]["rows_out"] == r["cached"]["rows_out"]
+        sys.stdout.flush()
+
 
 if __name__ == "__main__":
     main()

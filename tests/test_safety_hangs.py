@@ -260,7 +260,7 @@ def test_eval_and_embed_decoders_have_the_pixel_cap():
         decode_image(bomb)
     assert "\n" not in str(e.value)
     with deadline(10), pytest.raises(DataCompError, match="image 0 .*pixel cap"):
-        embed_images(SimpleNamespace(preprocess_val=lambda im: im), [bomb])  # fails before any model call
+        embed_images(SimpleNamespace(preprocess_val=lambda im: im, device="cpu"), [bomb])  # fails before any model call
 
 
 def test_reshard_blur_clips_huge_boxes_and_refuses_bad_ones_in_one_line():

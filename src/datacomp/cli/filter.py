@@ -105,10 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     flag(q, "-o", "--output", "--signals-dir", dest="signals_dir", default=None,
          help="signals cache folder to write")
     flag(q, "--groups", hidden=("--signals",), default=None,
-         help="comma-separated signals (default: every registered one not reading image pixels)")
+         help="comma-separated signals (default: every registered one not reading image pixels, "
+         "except the methods' on-demand signals)")
     q.add_argument("--synsets", type=Path, default=None, help="text_based entity list (wnids or concept names)")
     q.add_argument("--centroids", type=Path, default=None, help="(k, d) centroids .npy/.pt for the image_based signal")
     q.add_argument("--compat", action="store_true", help="compute the signals as the original baselines.py does")
+    q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method parameter for the methods' signals (repeatable; see docs/methods/)")
     _signal_input_args(q)
     add_executor_args(q, ("-j", "--workers"), hidden=("--num_workers",))
     add_no_progress(q)
@@ -150,6 +153,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
          help="k when centroids are built automatically")
     p.add_argument("--seed", type=int, default=0, help="seed of automatically built centroids")
     p.add_argument("--signals-dir", default=None, help="signals cache (default: <output dir>/signals)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a method parameter, e.g. semdedup.eps=0.05 (repeatable; see docs/methods/)")
     _signal_input_args(p, plugin=False)
     add_executor_args(p, ("-j", "--workers"), "parallel files (default: cores)", hidden=("--num_workers",))
     add_no_progress(p)
@@ -167,14 +172,14 @@ def _signal_input_args(p: argparse.ArgumentParser, plugin: bool = True) -> None:
                    help="a named input file a plug-in signal declares (repeatable)")
 
 
-def _assets(values: list[str]) -> dict[str, str]:
+def _assets(values: list[str], flag: str = "--signal-asset", form: str = "NAME=FILE") -> dict[str, str]:
     from datacomp.errors import DataCompError
 
     out = {}
     for v in values:
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
-            raise DataCompError(f"--signal-asset {v!r}: expected NAME=FILE")
+            raise DataCompError(f"{flag} {v!r}: expected {form}")
         out[name] = path
     return out
 
@@ -192,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         exclude_uids=args.exclude_uids, synsets=args.synsets, centroids=args.centroids, targets=args.targets,
         image_based_scale=args.image_based_scale, num_clusters=args.num_clusters, seed=args.seed,
         signals_dir=args.signals_dir, shards_dir=args.shards_dir, signal_assets=_assets(args.signal_asset),
-        workers=args.workers, executor=executor_from(args),
+        method_params=_assets(args.param, "--param", "NAME=VALUE"), workers=args.workers, executor=executor_from(args),
     )
     if args.json:
         print_json(summary)
@@ -273,7 +278,8 @@ def _signals(args: argparse.Namespace) -> int:
     r = compute_signals(args.metadata_dir, args.signals_dir, groups, synsets=args.synsets,
                         centroids=args.centroids, compat=args.compat, workers=args.workers,
                         executor=executor_from(args), plugins=[str(p) for p in args.plugin], shards_dir=args.shards_dir,
-                        signal_assets=_assets(args.signal_asset), progress=not args.no_progress)
+                        signal_assets=_assets(args.signal_asset),
+                        method_params=_assets(args.param, "--param", "NAME=VALUE"), progress=not args.no_progress)
     if args.json:
         print_json(r)
         return 0

@@ -69,6 +69,12 @@ class FilterDef:
     # rule -> row-lazy signal columns it reads (language ID): such rules are evaluated last, only on
     # the rows the other rules keep, so language ID runs on those rows alone.
     late_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A method ranking by a signal column: params -> the column the --fraction/--threshold cut applies
+    # to (the exact global cut of :mod:`datacomp.filters.threshold`, as clip_score's).
+    rank_column: Callable[[FilterParams], str] | None = None
+    # A method whose global signal takes the target fraction: --fraction sets this method option.
+    fraction_option: str | None = None
+    rank_optional: bool = False  # the rank cut may be left out (the method's other rules still apply)
 
 
 _REGISTRY: dict[str, FilterDef] = {}
@@ -77,7 +83,10 @@ _REGISTRY: dict[str, FilterDef] = {}
 def register_filter(name: str, needs: tuple[str, ...] | list[str] | Callable[[FilterParams], tuple[str, ...]],
                     description: str = "",
                     uses_score: bool = False, image_based: bool = False, needs_synsets: bool = False,
-                    late_rules: dict[str, tuple[str, ...]] | None = None) -> Callable[[FilterFn], FilterFn]:
+                    late_rules: dict[str, tuple[str, ...]] | None = None,
+                    rank_column: Callable[[FilterParams], str] | None = None,
+                    fraction_option: str | None = None,
+                    rank_optional: bool = False) -> Callable[[FilterFn], FilterFn]:
     """Decorator: register ``fn(table)`` or ``fn(table, params)`` under ``name``.
 
     ``late_rules``: ``{rule: columns}`` for rules reading row-lazy signals (``lang``); the filter is
@@ -90,7 +99,8 @@ def register_filter(name: str, needs: tuple[str, ...] | list[str] | Callable[[Fi
         call = fn if nparams >= 2 else (lambda t, p, _f=fn: _f(t))
         need = needs if callable(needs) else tuple(needs)
         _REGISTRY[name] = FilterDef(name, call, need, uses_score, image_based, needs_synsets,
-                                    _summary(description, fn), dict(late_rules or {}))
+                                    _summary(description, fn), dict(late_rules or {}), rank_column,
+                                    fraction_option, rank_optional)
         return fn
 
     return deco
@@ -122,6 +132,7 @@ def list_filters() -> list[FilterDef]:
 def _ensure_builtin() -> None:
     import datacomp.filters.baselines  # noqa: F401 - registers the baselines
     import datacomp.filters.builtin_signals  # noqa: F401 - registers the built-in signals
+    import datacomp.filters.methods  # noqa: F401 - registers the post-DataComp methods (docs/methods/)
 
 
 ENTRY_POINT_GROUP = "datacomp.plugins"
@@ -218,6 +229,10 @@ class SignalDef:
     params: Callable[[Any], str] | None = None  # SignalConfig -> parameter fingerprint (cache folder name)
     version: str = ""  # bump when ``compute`` changes: cached files of another version are recomputed
     description: str = ""
+    # A global signal (semdedup, density): ``prepare(metadata_dir, files, cfg, executor)`` fills the
+    # cache for every file through engine tasks before any per-file task reads the column.
+    prepare: Callable[..., None] | None = None
+    on_demand: bool = False  # computed when a run names it, not by `datacomp filter signals` without --groups
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -231,7 +246,9 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                     arrays: tuple[str, ...] | list[str] = (), images: bool = False,
                     assets: tuple[str, ...] | list[str] = (), row_lazy: bool = False,
                     params: Callable[[Any], str] | None = None, version: str = "",
-                    description: str = "") -> Callable[[SignalFn], SignalFn]:
+                    description: str = "",
+                    prepare: Callable[..., None] | None = None,
+                    on_demand: bool = False) -> Callable[[SignalFn], SignalFn]:
     """Decorator: register ``compute(inputs) -> {column: values}`` as the signal ``name``.
 
     ``columns``: ``{column: arrow type}`` (a type or its name: ``"float32"``, ``"string"``, ``"bool"``).
@@ -252,7 +269,7 @@ def register_signal(name: str, columns: Mapping[str, pa.DataType | str], *, meta
                 raise DataCompError(f"signal {name!r}: column {c!r} is already provided by "
                                     f"{taken.get(c, 'the metadata')}; choose another column name")
         _SIGNALS[name] = SignalDef(name, cols, fn, tuple(meta), tuple(arrays), images, tuple(assets), row_lazy,
-                                   params, version, _summary(description, fn))
+                                   params, version, _summary(description, fn), prepare, on_demand)
         return fn
 
     return deco

@@ -58,7 +58,18 @@ def check_args(name: str | None, fdef: Any, threshold: float | None, fraction: f
                arch: str | None, image_based_scale: str | None) -> None:
     """The original's ``check_args`` (minus the GPU requirement)."""
     uses_score = bool(fdef and fdef.uses_score)
-    if uses_score:
+    if fdef is not None and (fdef.rank_column or fdef.fraction_option):
+        if fdef.fraction_option and threshold is not None:
+            raise DataCompError(f"{name}: give --fraction (the share to keep), not --threshold")
+        if fdef.rank_column and threshold is not None and fraction is not None:
+            raise DataCompError(f"{name}: give one of --threshold or --fraction, not both")
+        if fdef.rank_column and not fdef.rank_optional and threshold is None and fraction is None:
+            raise DataCompError(f"{name}: give --fraction (the top share to keep) or --threshold")
+        if fraction is not None and not 0.0 <= fraction <= 1.0:
+            raise DataCompError(f"--fraction must be within [0, 1], got {fraction}")
+        if arch not in (None, "b32", "l14"):
+            raise DataCompError(f"{name}: --arch must be b32 or l14")
+    elif uses_score:
         if (threshold is None) == (fraction is None):
             raise DataCompError(f"{name}: give exactly one of --threshold or --fraction")
         if arch not in ("b32", "l14"):
@@ -96,6 +107,7 @@ def run_filter(
     signals_dir: str | os.PathLike[str] | None = None,
     shards_dir: str | os.PathLike[str] | None = None,
     signal_assets: dict[str, str] | None = None,
+    method_params: dict[str, str] | None = None,
     workers: int | None = None,
     executor: str | Executor | None = None,
     progress: bool = True,
@@ -118,7 +130,10 @@ def run_filter(
     sdir = as_location(signals_dir or default_signals_dir(output))
     assets = world_assets(metadata_dir)
     exe = resolve_executor(executor, workers, ThreadExecutor)  # (the passes below are GIL-free reads)
-    params = FilterParams(compat=compat, arch=arch, threshold=threshold)
+    options = _method_options(fdef, method_params, fraction, seed, num_clusters)
+    if fdef is not None and fdef.fraction_option:
+        fraction = None  # (the method's global signal takes it)
+    params = FilterParams(compat=compat, arch=arch, threshold=threshold, extra=dict(options))
 
     # Inputs of the parameterised signals (named assets, the pool's shards for pixel signals).
     wanted = groups_for([*(columns_needed(fdef, params) if fdef else ()), *(where_columns(where) if where else ())])
@@ -131,9 +146,14 @@ def run_filter(
         centroids_file = _resolve_centroids(
             centroids, image_based_scale, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
     pixels = [g for g in wanted if get_signal(g).images]
+    extra = dict(signal_assets or {})
+    if "targets" in needs and "targets" not in extra:
+        extra["targets"] = str(_resolve_targets(targets, assets))
     cfg = SignalConfig(str(sdir), str(synsets_file) if synsets_file else None,
-                       str(centroids_file) if centroids_file else None, extra=dict(signal_assets or {}),
-                       shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None)
+                       str(centroids_file) if centroids_file else None, extra=extra,
+                       shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None,
+                       options=options)
+    prepare_global(wanted, metadata_dir, files, cfg, executor, workers)
     if fdef and fdef.image_based:
         from datacomp.filters.clusters import load_matrix, target_clusters
 
@@ -151,9 +171,12 @@ def run_filter(
     rows = [md.num_rows(f) for f in files]
     total = int(sum(rows))
     if fraction is not None:
-        col = f"clip_{arch}_similarity_score"
+        rank = fdef.rank_column(params) if fdef is not None and fdef.rank_column else None
+        col = rank or f"clip_{arch}_similarity_score"
         if total == 0:
             cut = th.Cut(np.inf, 0)
+        elif rank:
+            cut = th.exact_cut(files, col, total, fraction, exe, cfg)
         elif compat:
             cut = th.compat_cut(files, col, total, fraction, exe)
         else:
@@ -175,7 +198,7 @@ def run_filter(
     config = {"name": name, "metadata_dir": str(metadata_dir.resolve()), "compat": compat, "arch": arch,
               "threshold": threshold, "fraction": fraction, "where": where, "plugins": [str(p) for p in plugins],
               "synsets": cfg.synsets_file, "centroids": cfg.centroids_file, "assets": cfg.extra,
-              "shards_dir": cfg.shards_dir,
+              "shards_dir": cfg.shards_dir, "options": options,
               "resolved_threshold": params.threshold, "files": [f.name for f in files]}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
     work = output.with_name(f".{output.name}.work-{digest}")
@@ -230,6 +253,35 @@ def run_filter(
     as_location(summary_path(output)).with_suffix(".md").write_text(summary_markdown(summary))
     work.rm(recursive=True)
     return summary
+
+
+def _method_options(fdef: Any, method_params: dict[str, str] | None, fraction: float | None, seed: int,
+                    num_clusters: int | None) -> dict[str, str]:
+    """``--param NAME=VALUE`` plus the run's seed, k and (for a method taking it) the target fraction."""
+    options = {"seed": str(seed), **({"num_clusters": str(num_clusters)} if num_clusters else {})}
+    options.update({str(k): str(v) for k, v in (method_params or {}).items()})
+    from datacomp.filters.methods import check_params
+
+    check_params(options)
+    if fdef is not None and fdef.fraction_option:
+        if fraction is None and fdef.fraction_option not in options:
+            raise DataCompError(f"{fdef.name}: give --fraction (the share of the pool to keep)")
+        if fraction is not None:
+            options[fdef.fraction_option] = repr(float(fraction))
+    return options
+
+
+def prepare_global(groups: list[str], metadata_dir: Location, files: list[Any], cfg: SignalConfig,
+                   executor: str | Executor | None, workers: int | None) -> None:
+    """Run the global pass of each wanted global signal (semdedup, density) whose cache is incomplete."""
+    for g in groups:
+        sig = get_signal(g)
+        if sig.prepare is not None and missing_groups_any(files, g, cfg):
+            sig.prepare(metadata_dir, files, cfg, resolve_executor(executor, workers, ThreadExecutor))
+
+
+def missing_groups_any(files: list[Any], group: str, cfg: SignalConfig) -> bool:
+    return any(signal_state(f, group, cfg) != "full" for f in files)
 
 
 def filter_task(parquet: str, work: str, name: str | None, where: str | None, params: FilterParams,
@@ -421,6 +473,7 @@ def compute_signals(
     plugins: list[str] | tuple[str, ...] = (),
     shards_dir: str | os.PathLike[str] | None = None,
     signal_assets: dict[str, str] | None = None,
+    method_params: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fill the signals cache for every metadata file (so later ``--where`` runs only read it).
 
@@ -431,7 +484,7 @@ def compute_signals(
 
     load_plugins(list(plugins))
     names = [s.name for s in list_signals()]
-    groups = [s.name for s in list_signals() if not s.images] if groups is None else list(groups)
+    groups = [s.name for s in list_signals() if not s.images and not s.on_demand] if groups is None else list(groups)
     metadata_dir = as_location(metadata_dir)
     sdir = as_location(signals_dir)
     unknown = [g for g in groups if g not in names]
@@ -444,9 +497,13 @@ def compute_signals(
     cen = (_resolve_centroids(centroids, None, metadata_dir, sdir, compat, num_clusters, seed, workers, executor)
            if "centroids" in needs else None)
     pixels = [g for g in groups if get_signal(g).images]
+    extra = dict(signal_assets or {})
+    if "targets" in needs and "targets" not in extra:
+        extra["targets"] = str(_resolve_targets(None, assets))
     cfg = SignalConfig(str(sdir), str(syn) if syn else None, str(cen) if cen else None,
-                       extra=dict(signal_assets or {}),
+                       extra=extra, options=_method_options(None, method_params, None, seed, num_clusters),
                        shards_dir=str(resolve_shards_dir(shards_dir, metadata_dir, pixels)) if pixels else None)
+    prepare_global(list(groups), metadata_dir, files, cfg, executor, workers)
     rows = [md.num_rows(f) for f in files]
     tasks = [Task(f.stem, signals_task, (str(f), list(groups), cfg, list(plugins)), weight=n)
              for f, n in zip(files, rows) if missing_groups(f, list(groups), cfg)]

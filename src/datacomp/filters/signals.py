@@ -113,6 +113,17 @@ class SignalConfig:
     embedding_key: str = "l14_img"
     extra: dict[str, str] = field(default_factory=dict)  # other named assets (plug-in signals)
     shards_dir: str | None = None  # the pool's shards, for signals that read image pixels
+    options: dict[str, str] = field(default_factory=dict)  # method parameters (``--param NAME=VALUE``)
+
+    def option(self, name: str, default: Any, kind: type = str) -> Any:
+        """Method parameter ``name`` (e.g. ``semdedup.eps``) as ``kind``, or ``default``; bad values are one line."""
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        try:
+            return kind(raw)
+        except ValueError:
+            raise DataCompError(f"--param {name}={raw}: expected a {kind.__name__}") from None
 
     def asset(self, name: str, signal: str = "") -> str:
         """Path of the named asset file, or one line saying which flag gives it."""

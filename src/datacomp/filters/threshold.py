@@ -36,10 +36,17 @@ def order_keys(scores: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _scores(parquet: str, col: str) -> np.ndarray:
+def _scores(parquet: str, col: str, cfg: Any = None) -> np.ndarray:
+    """A score column: from the metadata, or (``cfg``: a SignalConfig) a cached signal column."""
     from datacomp.filters import metadata as md
 
-    return np.asarray(md.read_columns(parquet, [col]).column(col).to_numpy(zero_copy_only=False), np.float64)
+    if cfg is not None:
+        from datacomp.filters.signals import load_columns
+
+        t = load_columns(parquet, [col], cfg)
+    else:
+        t = md.read_columns(parquet, [col])
+    return np.asarray(t.column(col).to_numpy(zero_copy_only=False), np.float64)
 
 
 def _uids(parquet: str) -> np.ndarray:
@@ -51,21 +58,21 @@ def _uids(parquet: str) -> np.ndarray:
     return u
 
 
-def hist_task(parquet: str, col: str) -> dict[str, Any]:
+def hist_task(parquet: str, col: str, cfg: Any = None) -> dict[str, Any]:
     """Pass 1 (one file): the non-empty bins of the score keys' top bits and their counts."""
-    bins, counts = np.unique(order_keys(_scores(parquet, col)) >> SHIFT, return_counts=True)
+    bins, counts = np.unique(order_keys(_scores(parquet, col, cfg)) >> SHIFT, return_counts=True)
     return {"bins": bins, "counts": counts.astype(np.int64)}
 
 
-def bin_values_task(parquet: str, col: str, b: int) -> dict[str, Any]:
+def bin_values_task(parquet: str, col: str, b: int, cfg: Any = None) -> dict[str, Any]:
     """Pass 2 (one file): the scores whose key falls in bin ``b``."""
-    s = _scores(parquet, col)
+    s = _scores(parquet, col, cfg)
     return {"values": s[(order_keys(s) >> SHIFT) == np.uint64(b)]}
 
 
-def ties_task(parquet: str, col: str, t: float) -> dict[str, Any]:
+def ties_task(parquet: str, col: str, t: float, cfg: Any = None) -> dict[str, Any]:
     """Pass 3 (one file): rows scoring above ``t``, and the sorted uids of the rows scoring ``t``."""
-    s = _scores(parquet, col)
+    s = _scores(parquet, col, cfg)
     with np.errstate(invalid="ignore"):
         greater = int(np.count_nonzero(s > t))
         eq = s == t
@@ -77,10 +84,10 @@ def _pass(fn: Any, files: list[Path], executor: Executor | None, *args: Any) -> 
     return [r.stats for r in run_tasks(tasks, executor or ThreadExecutor(), progress=False)]
 
 
-def kth_largest(files: list[Path], col: str, k: int, executor: Executor | None = None) -> float:
-    """The k-th largest score (1-based) of column ``col`` across files, exactly."""
+def kth_largest(files: list[Path], col: str, k: int, executor: Executor | None = None, cfg: Any = None) -> float:
+    """The k-th largest score (1-based) of column ``col`` across files, exactly (``cfg``: a signal column)."""
     hist = np.zeros(BINS, np.int64)
-    for r in _pass(hist_task, files, executor, col):
+    for r in _pass(hist_task, files, executor, col, cfg):
         np.add.at(hist, r["bins"].astype(np.intp), r["counts"])
     total = int(hist.sum())
     if not 1 <= k <= total:
@@ -89,7 +96,7 @@ def kth_largest(files: list[Path], col: str, k: int, executor: Executor | None =
     top_bin = int(np.searchsorted(above, k))  # first index where cumulative >= k
     b = BINS - 1 - top_bin
     before = int(above[top_bin - 1]) if top_bin else 0
-    v = np.concatenate([r["values"] for r in _pass(bin_values_task, files, executor, col, b)])
+    v = np.concatenate([r["values"] for r in _pass(bin_values_task, files, executor, col, b, cfg)])
     r = k - before  # rank within the bin, 1-based from the top
     idx = v.size - r
     return float(np.partition(v, idx)[idx])
@@ -127,17 +134,18 @@ def compat_cut(files: list[Path], col: str, total: int, fraction: float, executo
     return Cut(kth_largest(files, col, k, executor), n)
 
 
-def exact_cut(files: list[Path], col: str, total: int, fraction: float, executor: Executor | None = None) -> Cut:
+def exact_cut(files: list[Path], col: str, total: int, fraction: float, executor: Executor | None = None,
+              cfg: Any = None) -> Cut:
     """Exactly ``round(N * f)`` rows: the top scores, ties at the boundary broken by smaller uid."""
     n = int(math.floor(total * fraction + 0.5))
     if n <= 0:
         return Cut(math.inf, 0, (0, 0), 0)
     if n >= total:
         return Cut(-math.inf, total)
-    t = np.float64(kth_largest(files, col, n, executor))
+    t = np.float64(kth_largest(files, col, n, executor, cfg))
     if np.isnan(t):  # fewer than n rows have a score: keep every scored row
         return Cut(-math.inf, n)
-    res = _pass(ties_task, files, executor, col, float(t))
+    res = _pass(ties_task, files, executor, col, float(t), cfg)
     need = n - sum(r["greater"] for r in res)
     tied = merge_sorted([r["tied"] for r in res], stop=need)
     last = tied[need - 1]
