@@ -68,12 +68,22 @@ class _Progress:
         self.enabled = enabled
         self._p = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             from datacomp.console import console
 
+            # elapsed, then the ETA from the pace of the whole run (a unit takes seconds to minutes, so
+            # rich's default 30 s window would often leave no estimate)
             self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), console=console(), transient=False)
+                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console(),
+                               transient=False, speed_estimate_period=24 * 3600)
             self._task = self._p.add_task("demo", total=total)
 
     def __enter__(self) -> _Progress:

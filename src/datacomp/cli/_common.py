@@ -11,13 +11,17 @@ EXECUTOR_CHOICES = ("local", "threads", "ray")
 
 def add_executor_args(p: argparse.ArgumentParser, workers_flags: tuple[str, ...] = ("-j", "--workers"),
                       workers_help: str = "tasks run at once (when not given: all cores, or the Ray cluster's CPUs)",
-                      workers_default: int | None = None) -> None:
-    """Register ``--executor``, the workers flag(s) (dest ``workers``) and ``--ray-address`` on ``p``."""
+                      workers_default: int | None = None, hidden: tuple[str, ...] = ()) -> None:
+    """Register ``--executor``, the workers flag(s) (dest ``workers``) and ``--ray-address`` on ``p``.
+
+    ``hidden``: old spellings of the workers flag (``--processes-count``, ``--num_workers``), kept working
+    but left out of help."""
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
                    help="where the step's tasks run: local (this machine; the step picks processes or threads), "
                    "threads, or ray; when not given: $DATACOMP_EXECUTOR, else local")
-    g.add_argument(*workers_flags, dest="workers", type=int, default=workers_default, help=workers_help)
+    a = g.add_argument(*workers_flags, *hidden, dest="workers", type=int, default=workers_default, help=workers_help)
+    a.hidden_aliases = tuple(hidden)  # type: ignore[attr-defined] # see datacomp.cli._Formatter
     g.add_argument("--ray-address", default=None,
                    help="Ray cluster to use with --executor ray: auto, host:port or ray://host:port "
                    "(when not given: $DATACOMP_RAY_ADDRESS, else start a local one); implies --executor ray")

@@ -7,40 +7,52 @@ import os
 import shutil
 from pathlib import Path
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_no_progress, add_parser, flag, print_json
 from datacomp.cli._common import add_executor_args, executor_from
 from datacomp.errors import DataCompError
 
+# Choices, spelled here so that registering the command imports neither the Hub client nor PIL
+# (tests/test_cli_conventions.py checks they equal datacomp.pool.hub.HUB_SCALES and datacomp.pool.resize's).
+HUB_SCALES = ("small", "medium", "large", "xlarge", "datacomp_1b")
+RESIZE_MODES = ("no", "border", "keep_ratio", "keep_ratio_largest", "center_crop")
+ENCODE_FORMATS = ("jpg", "png", "webp")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from datacomp.pool.hub import HUB_SCALES
-    from datacomp.pool.resize import ENCODE_FORMATS, RESIZE_MODES
-
     p = add_parser(sub, "download", "fetch pool metadata and download images into webdataset shards",
                    description="Fetch a scale's metadata from the Hugging Face Hub (or use --metadata-dir), then "
                                "download every url into img2dataset-layout shards under DATA_DIR/shards. "
                                "Re-running resumes: only shards without a _stats.json are downloaded.")
     p.add_argument("--scale", choices=HUB_SCALES, default="small", help="pool whose metadata is fetched")
-    p.add_argument("--data-dir", required=True, help="root for metadata/ and shards/ (a local dir or a URL: s3://...)")
-    p.add_argument("--metadata-dir", help="parquets to download from (local dir or fsspec URL; BYOD); "
-                                          "default DATA_DIR/metadata, fetched from the Hub when empty")
-    p.add_argument("--shards-dir", help="output shard dir (default DATA_DIR/shards)")
-    p.add_argument("--download-npz", action="store_true", help="also fetch the .npz embeddings")
-    p.add_argument("--skip-shards", action="store_true", help="metadata only")
-    p.add_argument("--overwrite-metadata", action="store_true", help="delete and re-fetch the metadata")
+    flag(p, "-o", "--output", "--data-dir", dest="data_dir", hidden=("--data_dir",), required=True,
+         help="root for metadata/ and shards/ (a local dir or a URL: s3://...)")
+    flag(p, "--metadata-dir", hidden=("--metadata_dir",),
+         help="parquets to download from (local dir or fsspec URL; BYOD); "
+         "default DATA_DIR/metadata, fetched from the Hub when empty")
+    flag(p, "--shards-dir", hidden=("--output-dir", "--output_dir"), help="output shard dir (default DATA_DIR/shards)")
+    flag(p, "--download-npz", hidden=("--download_npz",), action="store_true", help="also fetch the .npz embeddings")
+    flag(p, "--skip-shards", hidden=("--skip_shards",), action="store_true", help="metadata only")
+    flag(p, "--overwrite-metadata", hidden=("--overwrite_metadata",), action="store_true",
+         help="delete and re-fetch the metadata")
     p.add_argument("--hf-endpoint", help="Hub endpoint (a mirror, or `datacomp synth serve --hub-repo`); "
                                          "default $HF_ENDPOINT or huggingface.co")
     g = p.add_argument_group("images")
-    g.add_argument("--skip-bbox-blurring", action="store_true", help="do not blur face_bboxes")
-    add_executor_args(p, ("-j", "--workers", "--processes-count"),
-                      "shards downloaded at once (when not given: all cores, or the Ray cluster's CPUs)")
-    g.add_argument("--thread-count", type=int, default=64, help="concurrent requests per process")
-    g.add_argument("--number-sample-per-shard", type=int, default=10_000)
-    g.add_argument("--image-size", type=int, default=512)
-    g.add_argument("--resize-mode", choices=RESIZE_MODES, default="keep_ratio_largest")
-    g.add_argument("--no-resize-only-if-bigger", action="store_true", help="also upscale small images")
-    g.add_argument("--encode-format", choices=list(ENCODE_FORMATS), default="jpg")
-    g.add_argument("--encode-quality", type=int, default=95)
+    flag(g, "--skip-bbox-blurring", hidden=("--skip_bbox_blurring",), action="store_true",
+         help="do not blur face_bboxes")
+    add_executor_args(p, ("-j", "--workers"),
+                      "shards downloaded at once (when not given: all cores, or the Ray cluster's CPUs)",
+                      hidden=("--processes-count", "--processes_count"))
+    flag(g, "--thread-count", hidden=("--thread_count",), type=int, default=64, help="concurrent requests per process")
+    flag(g, "--number-sample-per-shard", hidden=("--number_sample_per_shard",), type=int, default=10_000,
+         help="samples per output shard")
+    flag(g, "--image-size", hidden=("--image_size",), type=int, default=512, help="resize target in pixels")
+    flag(g, "--resize-mode", hidden=("--resize_mode",), choices=RESIZE_MODES, default="keep_ratio_largest",
+         help="img2dataset resize mode")
+    flag(g, "--no-resize-only-if-bigger", hidden=("--no_resize_only_if_bigger",), action="store_true",
+         help="also upscale small images")
+    flag(g, "--encode-format", hidden=("--encode_format",), choices=ENCODE_FORMATS, default="jpg",
+         help="image format written to the shards")
+    flag(g, "--encode-quality", hidden=("--encode_quality",), type=int, default=95, help="JPEG/WebP quality")
     g.add_argument("--reencode", choices=("always", "auto"), default="always",
                    help="always re-encode (img2dataset); auto keeps downloaded bytes when nothing changes them")
     g.add_argument("--verify-hash", action="store_true",
@@ -49,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_argument_group("network and safety")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds per connect/read")
     s.add_argument("--retries", type=int, default=2, help="extra attempts after a transient failure")
-    s.add_argument("--max-redirects", type=int, default=5)
+    s.add_argument("--max-redirects", type=int, default=5, help="redirects followed per url")
     s.add_argument("--max-bytes", type=int, default=32 * 1024 * 1024, help="response size cap")
     s.add_argument("--max-pixels", type=int, default=89_478_485, help="decompression-bomb cap")
     s.add_argument("--allow-private-addresses", action="store_true",
@@ -62,8 +74,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--exclude-shard", type=int, action="append", default=[], metavar="ID",
                    help="do not download this output shard id (repeatable)")
     p.add_argument("--yes", action="store_true", help="start even if the estimate exceeds free disk space")
-    p.add_argument("--no-progress", action="store_true")
+    add_no_progress(p)
+    add_json(p, "the download summary")
     p.set_defaults(func=run)
+
+
+def _info(args: argparse.Namespace):  # noqa: ANN202 - a text stream
+    """Where progress notes go: stdout, or stderr when --json keeps stdout for the result."""
+    import sys
+
+    return sys.stderr if args.json else sys.stdout
 
 
 def _gb(n: float) -> str:
@@ -93,11 +113,14 @@ def run(args: argparse.Namespace) -> int:
         need_npz = args.download_npz and not any(mdir.glob("*.npz"))
         if need_parquet or need_npz or args.overwrite_metadata:
             rs = remote_size(args.scale, args.download_npz, args.hf_endpoint)
-            print(f"metadata: {rs['files']} file(s), {_gb(rs['bytes'])} from the Hub -> {mdir}")
+            print(f"metadata: {rs['files']} file(s), {_gb(rs['bytes'])} from the Hub -> {mdir}", file=_info(args))
             fetch_metadata(args.scale, mdir, download_npz=args.download_npz, overwrite=args.overwrite_metadata,
                            endpoint=args.hf_endpoint)
     if args.skip_shards:
-        print(f"metadata in {metadata}; --skip-shards given, no images downloaded")
+        if args.json:
+            print_json({"metadata_dir": str(metadata), "shards": None})
+        else:
+            print(f"metadata in {metadata}; --skip-shards given, no images downloaded")
         return 0
     if args.image_size <= 0 or args.thread_count <= 0 or (args.workers is not None and args.workers <= 0):
         raise DataCompError("--image-size, --thread-count and --processes-count must be positive")
@@ -119,14 +142,17 @@ def run(args: argparse.Namespace) -> int:
     shards.mkdirs()
     free = shutil.disk_usage(shards.path).free if shards.is_local else None
     print(f"images: {est['rows']:,} rows in {est['files']} parquet(s); estimated shard size {_gb(est['bytes'])} "
-          f"(free: {_gb(free) if free is not None else 'object store'}) -> {shards}")
+          f"(free: {_gb(free) if free is not None else 'object store'}) -> {shards}", file=_info(args))
     if free is not None and est["bytes"] > free and not args.yes:
         raise DataCompError(f"{shards}: estimated {_gb(est['bytes'])} needed but only {_gb(free)} free; "
                             "free space, choose another --data-dir, or pass --yes to start anyway")
     summary = download(metadata, shards.url, options, processes=args.workers or os.cpu_count() or 1,
                        executor=executor_from(args),
                        skip_shards=tuple(args.exclude_shard), progress=not args.no_progress)
-    _print_summary(console(), summary)
+    if args.json:
+        print_json(summary)
+    else:
+        _print_summary(console(), summary)
     return 0
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from typing import Any
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_no_progress, add_output, add_parser, flag, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,28 +21,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     src = p.add_argument_group("model (a training folder, or --model with --checkpoint)")
-    src.add_argument("--train-output-dir", help="folder with train_record.json (ours) or info.pkl (original)")
+    flag(src, "--train-output-dir", hidden=("--train_output_dir",),
+         help="folder with train_record.json (ours) or info.pkl (original)")
     src.add_argument("--model", help="open_clip architecture (ViT-B-32, datacomp-tiny-rn) or a spec with its weights: "
                      "ViT-B-32:openai, ViT-B-32:/path.pt, hf-hub:ORG/NAME")
     src.add_argument("--checkpoint", help="open_clip checkpoint (.pt or .safetensors); omitted = random init")
-    p.add_argument("--output-dir", help="where eval_results.jsonl goes (default: --train-output-dir)")
+    add_output(p, "--output-dir", "--output_dir", help="where eval_results.jsonl goes (default: --train-output-dir)")
     p.add_argument("--suite", default="auto", metavar="NAME|FILE",
                    help="a packaged suite (see `datacomp tasks --list-suites`), a suite file (.json/.yaml), or auto "
                         "= embedded for the tiny scale / packaged models, datacomp otherwise")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
                    help="a Python file registering evaluation families (repeatable)")
     p.add_argument("--tasks", nargs="+", metavar="KEY", help="task keys to run (comma or space separated)")
-    p.add_argument("--data-dir", help="evaluation sets in the CLIP_benchmark layout (embedded: the world's eval/ "
+    flag(p, "--data-dir", hidden=("--data_dir",),
+         help="evaluation sets in the CLIP_benchmark layout (embedded: the world's eval/ "
                                       "folder; datacomp: from `datacomp download-evalsets`)")
     p.add_argument("--download", action="store_true", help="fetch missing sets from the Hugging Face Hub")
     p.add_argument("--force", action="store_true", help="re-run tasks that already have a result line")
-    p.add_argument("--batch-size", type=int, help="images per batch (default 256; the original used 64)")
+    flag(p, "--batch-size", hidden=("--batch_size",), type=int,
+         help="images per batch (default 256; the original used 64)")
     p.add_argument("--device", help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--workers", type=int, help="data loader processes (default: 8 on GPU, 0 on CPU)")
+    p.add_argument("-j", "--workers", type=int, help="data loader processes (default: 8 on GPU, 0 on CPU)")
     p.add_argument("--cache-dir", help="keep zero-shot text classifiers here across runs")
     p.add_argument("--tasks-file", help="a suite file to use for the named --suite (e.g. an embedded world's "
                                         "eval_tasks.json); same as --suite FILE")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(p)
+    add_json(p, "the per-task results and the aggregates")
     p.set_defaults(func=run)
 
 
@@ -58,17 +62,24 @@ def run(args: argparse.Namespace) -> int:
     from datacomp.errors import DataCompError
     from datacomp.storage import staged_dir
 
-    if not (args.output_dir or args.train_output_dir):
-        raise DataCompError("pass --output-dir (or --train-output-dir, whose folder then receives the results)")
+    if not (args.output or args.train_output_dir):
+        raise DataCompError("pass -o/--output (or --train-output-dir, whose folder then receives the results)")
     # A run folder in object storage (s3://...) is evaluated in a staged local copy, and the results
     # are uploaded back when the run ends (see docs/storage.md).
     with contextlib.ExitStack() as stack:
         tod = str(stack.enter_context(staged_dir(args.train_output_dir))) if args.train_output_dir else None
-        if args.output_dir and args.output_dir != args.train_output_dir:
-            out = str(stack.enter_context(staged_dir(args.output_dir)))
+        if args.output and args.output != args.train_output_dir:
+            out = str(stack.enter_context(staged_dir(args.output)))
         else:
             out = tod
         results, suite = _evaluate(args, out, tod)
+    if args.json:
+        from datacomp.evaluate import aggregate_partial
+
+        agg = aggregate_partial(results, suite)
+        print_json({"suite": suite.name, "output": args.output or args.train_output_dir, "results": results,
+                    "aggregates": agg.values, "missing": agg.missing})
+        return 0
     print_results(results, suite)
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_parser, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="experiment directories or eval_results.jsonl files")
     p.add_argument("--scale", required=True,
                    help="scale the results were trained at (small, medium, large, xlarge; tiny/debug: no paper rows)")
+    add_json(p, "your rows and the comparison with the paper")
     p.set_defaults(func=run)
 
 
@@ -26,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
     rows = leaderboard_rows(load_experiments(args.results))
     has_paper = scale.name in paper_table()["scales"]
     paper = paper_table()["scales"][scale.name] if has_paper else None
+    if args.json:
+        from datacomp.report.leaderboard import rows_to_json
+
+        print_json({"scale": scale.name, "rows": rows_to_json(rows),
+                    "vs_paper": compare_to_paper(rows, scale.name) if has_paper else None})
+        return 0
     con = console()
     con.print(leaderboard_table(rows, f"DataComp leaderboard, {scale.name} scale", embedded=scale.embedded,
                                 paper=paper))

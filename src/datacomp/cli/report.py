@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_output, add_parser, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "subset .npy and one eval_results.jsonl per trained seed (a bare eval_results.jsonl also works).",
     )
     p.add_argument("experiments", nargs="+", metavar="EXP_DIR", help="experiment directories or eval_results.jsonl")
-    p.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    add_output(p, "--out", default="report.html", help="HTML file to write")
     p.add_argument("--pool", default=None,
                    help="pool folder (holding metadata/ and shards/): adds CLIP-score histograms and galleries")
     p.add_argument("--gallery", type=int, default=12, help="kept and dropped samples shown per experiment")
     p.add_argument("--seed", type=int, default=0, help="seed of the gallery's random draw")
-    p.add_argument("--title", default="DataComp experiments")
+    p.add_argument("--title", default="DataComp experiments", help="the report's title")
+    add_json(p, "the written file's path")
     p.set_defaults(func=run)
 
 
@@ -29,5 +30,8 @@ def run(args: argparse.Namespace) -> int:
     exps = load_experiments(args.experiments)
     out = build_report(exps, args.output, pool=args.pool, gallery_size=args.gallery, seed=args.seed,
                        title=args.title)
+    if args.json:
+        print_json({"output": str(out), "experiments": len(exps)})
+        return 0
     print(f"wrote {out}")
     return 0

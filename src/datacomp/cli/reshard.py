@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_no_progress, add_output, add_parser, flag, print_json
 from datacomp.cli._common import add_executor_args, executor_from
 
 
@@ -19,12 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "undecoded. A killed run resumes when re-run with the same arguments."
         ),
     )
-    p.add_argument("-i", "--input-dir", action="append", required=True,
-                   help="dir of input shards (repeat for several); shards are found by listing")
-    p.add_argument("-o", "--output-dir", required=True)
-    p.add_argument("-s", "--subset-file", required=True, help="sorted u8,u8 uids (.npy or raw)")
-    p.add_argument("--shard-size", type=int, default=10_000, help="samples per output shard")
-    p.add_argument("--shuffle-bufsize", type=int, default=0,
+    flag(p, "-i", "--input-dir", hidden=("--input_dir",), action="append", required=True,
+         help="dir of input shards (repeat for several); shards are found by listing")
+    add_output(p, "--output-dir", "--output_dir", required=True, help="output folder of the new shards")
+    flag(p, "-s", "--subset-file", hidden=("--subset_file",), required=True, help="sorted u8,u8 uids (.npy or raw)")
+    flag(p, "--shard-size", hidden=("--shard_size",), type=int, default=10_000, help="samples per output shard")
+    flag(p, "--shuffle-bufsize", hidden=("--shuffle_bufsize",), type=int, default=0,
                    help="shuffle buffer per output shard (0 keeps input order); also permutes input shards")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffle")
     p.add_argument("--blur", action="store_true", help="blur faces using face_bboxes (re-encodes those jpgs)")
@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write no shards: meta.json declares a training-time uid filter over the input shards")
     p.add_argument("--overwrite", action="store_true", help="delete everything in the output dir first")
     add_executor_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
+    add_json(p, "the summary")
     p.set_defaults(func=run)
 
 
@@ -43,12 +44,15 @@ def run(args: argparse.Namespace) -> int:
     from datacomp.reshard import reshard
 
     s = reshard(
-        args.input_dir, args.output_dir, args.subset_file, shard_size=args.shard_size,
+        args.input_dir, args.output, args.subset_file, shard_size=args.shard_size,
         shuffle_bufsize=args.shuffle_bufsize, seed=args.seed, blur=args.blur, blur_metadata=args.blur_metadata,
         blur_quality=args.blur_quality, overwrite=args.overwrite, workers=args.workers, no_copy=args.no_copy,
         executor=executor_from(args),
         progress=not args.no_progress,
     )
+    if args.json:
+        print_json(s)
+        return 0
     print(f"subset: {s['subset_uids']:,} uids ({s['subset_duplicates']:,} repeats)   "
           f"pool: {s['pool_samples']:,} samples in {s['input_shards']:,} shards "
           f"({s['input_shards_selected']:,} hold selected samples)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from datacomp.cli import add_parser
-from datacomp.scales import available_scales, get_scale
+from datacomp.cli import add_json, add_parser, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(sub, "scales", "print the fixed per-scale training configuration")
+    add_json(p, "the table")
     p.set_defaults(func=run)
 
 
@@ -17,6 +17,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from datacomp.console import console
+    from datacomp.scales import available_scales, get_scale
+
+    if args.json:
+        import dataclasses
+
+        print_json([dataclasses.asdict(get_scale(n)) for n in available_scales()])
+        return 0
 
     t = Table(title="DataComp scales (fixed: the participant changes the data, not these)")
     for col in ("scale", "model", "global batch", "lr", "warmup", "beta2", "samples seen", "steps", "pool"):

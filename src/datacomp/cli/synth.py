@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_no_progress, add_output, add_parser
 from datacomp.cli._common import add_executor_args, executor_from
 
 
@@ -23,10 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     pool.set_defaults(func=run_pool)
 
     ev = add_parser(ss, "eval-suite", "write the embedded evaluation suite (CLIP_benchmark webdataset layout)")
-    ev.add_argument("--out", type=Path, required=True, help="output directory")
-    ev.add_argument("--seed", type=int, default=0)
+    add_output(ev, "--out", type=Path, required=True, help="output directory")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the generated suite")
     ev.add_argument("--scale", choices=("full", "test"), default="full", help="task sizes (test: a quarter)")
     add_executor_args(ev, workers_default=1)
+    add_no_progress(ev)
+    add_json(ev, "the summary (synth always prints JSON)")
     ev.set_defaults(func=run_eval_suite)
 
     w = add_parser(ss, "world", "write pool + evaluation suite + assets under one directory (reuses what exists)")
@@ -39,24 +40,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--work-dir", type=Path, required=True, help="where the clean set and training runs go")
     tr.add_argument("--weights-dir", type=Path, default=None,
                     help="where to write <which>.safetensors (default: the package's weights dir)")
-    tr.add_argument("--which", nargs="+", choices=("b32", "l14"), default=["b32", "l14"])
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--which", nargs="+", choices=("b32", "l14"), default=["b32", "l14"],
+                    help="reference models to train")
+    tr.add_argument("--seed", type=int, default=0, help="training seed")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")
+    add_json(tr, "the summary (synth always prints JSON)")
     tr.set_defaults(func=run_train_reference)
 
-    if importlib.util.find_spec("datacomp.synth.serve") is not None:
-        register_serve(ss)
+    register_serve(ss)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _pool_args(p: argparse.ArgumentParser) -> None:
-    from datacomp.synth.pool import DEFAULT_BASE_URL
+# = datacomp.synth.pool.DEFAULT_BASE_URL, spelled here so that registering imports no numpy (a test checks)
+DEFAULT_BASE_URL = "http://127.0.0.1:8765/images"
 
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+
+def _pool_args(p: argparse.ArgumentParser) -> None:
+    add_output(p, "--out", type=Path, required=True, help="output directory")
     p.add_argument("--size", default="tiny", help="tiny (60,000), test (4,000) or a number of samples")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated pool")
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="url column = BASE_URL/<uid>.jpg")
     add_executor_args(p)
+    add_no_progress(p)
+    add_json(p, "the summary (synth always prints JSON)")
 
 
 def _print(summary: dict) -> None:
@@ -66,8 +72,8 @@ def _print(summary: dict) -> None:
 def run_pool(args: argparse.Namespace) -> int:
     from datacomp.synth.pool import make_pool
 
-    s = make_pool(args.out, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
-                  executor=executor_from(args))
+    s = make_pool(args.output, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
+                  executor=executor_from(args), progress=not args.no_progress)
     _print({k: v for k, v in s.items() if k != "config"})
     return 0
 
@@ -75,16 +81,17 @@ def run_pool(args: argparse.Namespace) -> int:
 def run_eval_suite(args: argparse.Namespace) -> int:
     from datacomp.synth.evalsuite import make_eval_suite
 
-    _print(make_eval_suite(args.out, seed=args.seed, scale=args.scale, workers=args.workers,
-                            executor=executor_from(args)))
+    _print(make_eval_suite(args.output, seed=args.seed, scale=args.scale, workers=args.workers,
+                            executor=executor_from(args), progress=not args.no_progress))
     return 0
 
 
 def run_world(args: argparse.Namespace) -> int:
     from datacomp.synth.world import make_world
 
-    w = make_world(args.out, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
-                   eval_scale=args.eval_scale, executor=executor_from(args))
+    w = make_world(args.output, size=args.size, seed=args.seed, base_url=args.base_url, workers=args.workers,
+                   eval_scale=args.eval_scale, executor=executor_from(args),
+                   progress=not args.no_progress)
     _print({"root": w.root, "metadata": w.metadata, "shards": w.shards, "eval_suite": w.eval_suite,
             "assets": w.assets})
     return 0
@@ -110,7 +117,7 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
                                "and the pool's metadata as a Hugging Face Hub dataset repo.")
     p.add_argument("pool_dir", type=Path, help="pool dir (with shards/) or a shard dir")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (keep it local)")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int, default=8765, help="port to bind")
     p.add_argument("--faults", type=Path, help="JSON file mapping uid -> fault kind")
     p.add_argument("--fault-share", type=float, default=0.0, help="inject random faults into this share of uids")
     p.add_argument("--seed", type=int, default=0, help="seed of --fault-share")

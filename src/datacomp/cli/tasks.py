@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datacomp.cli import add_parser
+from datacomp.cli import add_json, add_parser, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Python file registering evaluation families (repeatable)")
     p.add_argument("--list-suites", action="store_true", help="list the packaged suites instead")
     p.add_argument("--families", action="store_true", help="list the registered evaluation families instead")
+    add_json(p, "the list")
     p.set_defaults(func=run)
 
 
@@ -26,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugin)
     if args.families:
+        if args.json:
+            print_json([{"family": f.name, "aggregate": f.aggregate, "needs_classnames": f.needs_classnames,
+                         "description": f.description} for f in list_families()])
+            return 0
         t = Table(title="evaluation families")
         for col in ("family", "default aggregate", "class names", "description"):
             t.add_column(col)
@@ -34,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         console().print(t)
         return 0
     if args.list_suites:
+        if args.json:
+            print_json([{"suite": n, "tasks": len(get_suite(n).tasks), "scored": len(get_suite(n).scored),
+                         "aggregates": get_suite(n).aggregates, "description": get_suite(n).description}
+                        for n in list_suites()])
+            return 0
         t = Table(title="packaged suites")
         for col in ("suite", "tasks", "scored", "aggregates", "description"):
             t.add_column(col)
@@ -43,6 +53,12 @@ def run(args: argparse.Namespace) -> int:
         console().print(t)
         return 0
     s = get_suite(args.suite, tasks_file=args.tasks_file)
+    if args.json:
+        import dataclasses
+
+        print_json({"suite": s.name, "tasks": [dataclasses.asdict(t) if dataclasses.is_dataclass(t) else vars(t)
+                                               for t in s.tasks]})
+        return 0
     t = Table(title=f"{s.name} suite: {len(s.tasks)} tasks, {len(s.scored)} scored")
     for col in ("key", "name", "family", "main metric", "size", "classes", "aggregate", "tags", "source"):
         t.add_column(col, justify="right" if col in ("size", "classes") else "left")

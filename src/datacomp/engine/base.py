@@ -164,7 +164,9 @@ def run_tasks(
 def _progress(total: int, initial: int, desc: str, unit: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
+    # TQDM_DISABLE (set by `--no-progress` and inside the demo) wins over a step's own progress=True
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
     return tqdm(
-        total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, disable=not enabled,
+        total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, disable=off or not enabled,
         dynamic_ncols=True, leave=False,
     )
