@@ -10,7 +10,7 @@ from datacomp.cli import add_parser
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(
         sub, "compare", "compare methods over training seeds: mean ± std and the difference to a baseline with a "
-        "95% interval",
+        "95%% interval",
         description="Groups the evaluated runs under RUN_DIRS by method (experiment folder name) and seed (from "
         "each run's train_record.json), and prints per aggregate of the suite the mean ± sample std over seeds and "
         "the difference to the baseline with a 95%% interval: a paired t-interval on per-seed differences when both "
