@@ -69,7 +69,8 @@ def test_evaluate_killed_mid_run_resumes_to_the_same_results(world, checkpoint, 
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the kill must land before the run ends"
     done_at_kill = {r["key"]: r["metrics"] for r in _lines(results)}
-    assert 1 <= len(done_at_kill) < len(TASKS), done_at_kill
+    # the kill must land mid-run: some tasks' lines written, not all
+    assert done_at_kill and len(done_at_kill) < len(TASKS), done_at_kill
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
     r = subprocess.run(_cmd(world, checkpoint, out), env=_env(), capture_output=True, text=True, timeout=600)

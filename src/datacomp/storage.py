@@ -207,29 +207,24 @@ class Location:
         return self.path == other.path or self.path.startswith(other.path.rstrip("/") + "/")
 
     # --- queries -------------------------------------------------------------------------------
-    def exists(self) -> bool:
+    def _ask(self, local: Any, remote: str, op: str) -> Any:
+        """A query answered by ``local(path)`` on disk or by the filesystem's ``remote`` method."""
         if self.fs is None:
-            return os.path.exists(self.path)
-        with self._errors("check"):
-            return bool(self.fs.exists(self.path))
+            return local(self.path)
+        with self._errors(op):
+            return getattr(self.fs, remote)(self.path)
+
+    def exists(self) -> bool:
+        return bool(self._ask(os.path.exists, "exists", "check"))
 
     def isdir(self) -> bool:
-        if self.fs is None:
-            return os.path.isdir(self.path)
-        with self._errors("list"):
-            return bool(self.fs.isdir(self.path))
+        return bool(self._ask(os.path.isdir, "isdir", "list"))
 
     def isfile(self) -> bool:
-        if self.fs is None:
-            return os.path.isfile(self.path)
-        with self._errors("check"):
-            return bool(self.fs.isfile(self.path))
+        return bool(self._ask(os.path.isfile, "isfile", "check"))
 
     def size(self) -> int:
-        if self.fs is None:
-            return os.stat(self.path).st_size
-        with self._errors("stat"):
-            return int(self.fs.size(self.path))
+        return int(self._ask(lambda p: os.stat(p).st_size, "size", "stat"))
 
     def info(self) -> dict[str, Any]:
         """``{"bytes", "mtime"}`` (mtime: seconds, or None where the store gives none)."""
