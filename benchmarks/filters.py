@@ -14,7 +14,7 @@ For every baseline it reports seconds, rows/s and peak memory of, in the same ru
     where pyarrow imports pandas (~0.35 s) on the first Arrow call of the process.
 
     python benchmarks/filters.py [--rows 1000000] [--files 8] [--out /tmp/dc-bench-filters] [--names a,b]
-    python benchmarks/filters.py --methods negclip,normsim,semdedup,density [--rows N] [--dim 768]
+    python benchmarks/filters.py --methods negclip,normsim,semdedup,density [--rows N] [--dim 768] [--clusters K]
 
 ``--methods``: the post-DataComp methods (``docs/methods/``), ``cold`` and ``cached`` only, over the
 same metadata plus generated row-aligned npz embeddings (``l14_img``/``l14_txt``, ``--dim`` wide,
@@ -104,6 +104,7 @@ def make_data(out: Path, rows: int, files: int, seed: int = 0) -> Path:
 # and a Python ``set`` of ids, far kinder than the original's NLTK calls and list scan.
 
 
+CLUSTERS = int(os.environ.get("DC_BENCH_CLUSTERS", "0"))  # set from --clusters for the child processes
 METHODS = {  # run_filter arguments of each method's benchmark run
     "negclip": {"fraction": 0.3},
     "normsim": {"fraction": 0.3},
@@ -278,8 +279,11 @@ def ours(name: str, meta: Path, out: Path, tag: str) -> int:
     from datacomp.filters import run_filter
 
     if name in METHODS:
+        kw = dict(METHODS[name])
+        if CLUSTERS and name in ("semdedup", "density"):  # --clusters: k for the clustered methods
+            kw["method_params"] = {**kw.get("method_params", {}), f"{name}.clusters": str(CLUSTERS)}
         s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}", workers=WORKERS,
-                       progress=False, targets=meta.parent / "targets.npy", **METHODS[name])
+                       progress=False, targets=meta.parent / "targets.npy", **kw)
         return int(s["kept"])
     # "cold" and "cached" share one signals folder per baseline, which main() empties first.
     s = run_filter(name, meta, out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}", workers=WORKERS,
@@ -354,10 +358,14 @@ def main() -> None:
                     help="side venv for the pandas comparators (created on first use)")
     ap.add_argument("--methods", default=None, help="time these methods (cold, cached) instead of the baselines")
     ap.add_argument("--dim", type=int, default=768, help="embedding width for --methods")
+    ap.add_argument("--clusters", type=int, default=0,
+                    help="k for semdedup and density (default: theirs; semdedup's rows/128 is 7,812 at 1M rows)")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--name")
     ap.add_argument("--variant")
     args = ap.parse_args()
+    if args.clusters:
+        os.environ["DC_BENCH_CLUSTERS"] = str(args.clusters)  # the measuring children read it
     if args.child:
         measure(args)
         return

@@ -229,6 +229,7 @@ def _mini_pool(world, tmp_path, rows=8):
 
 def test_dfn_equals_a_direct_open_clip_computation(world, tmp_path):
     import open_clip
+    import pyarrow.parquet as pq
     import torch
     from PIL import Image
 
@@ -238,19 +239,20 @@ def test_dfn_equals_a_direct_open_clip_computation(world, tmp_path):
     from datacomp.uids import hex_to_uids
 
     mini = _mini_pool(world, tmp_path)
-    _filter("--name", "dfn", "--fraction", "0.5", "--metadata-dir", mini, "--shards-dir", world.shards,
-            "--output", tmp_path / "f.npy", "--signals-dir", tmp_path / "sig")
+    score = {}
+    for spec in ("", "datacomp-ref-l14"):  # the default filtering network, then the pool's own scorer
+        _filter("--name", "dfn", "--fraction", "0.5", "--metadata-dir", mini, "--shards-dir", world.shards,
+                "--output", tmp_path / f"f{spec}.npy", "--signals-dir", tmp_path / f"sig{spec}",
+                *(["--param", f"dfn.model={spec}"] if spec else []))
+        got = next((tmp_path / f"sig{spec}").glob("dfn-*/*.parquet"))
+        score[spec] = pq.read_table(got).column("dfn_score").to_numpy()
     f = next(mini.glob("*.parquet"))
-    got = next((tmp_path / "sig").glob("dfn-*/*.parquet"))
-    import pyarrow.parquet as pq
-
-    score = pq.read_table(got).column("dfn_score").to_numpy()
-    # direct: open_clip's own factory with the shipped weights, images straight from the shards
+    # direct: open_clip's own factory with the shipped filtering network, images straight from the shards
     register_model_configs()
-    weights = next(REFERENCE_WEIGHTS_DIR.glob("l14*"))
-    model, _, pre = open_clip.create_model_and_transforms("datacomp-ref-l14", pretrained=str(weights))
+    model, _, pre = open_clip.create_model_and_transforms(
+        "datacomp-ref-dfn", pretrained=str(REFERENCE_WEIGHTS_DIR / "dfn.safetensors"))
     model.eval()
-    tok = open_clip.get_tokenizer("datacomp-ref-l14")
+    tok = open_clip.get_tokenizer("datacomp-ref-dfn")
     meta = md.read_columns(f, ["uid", "text", "clip_l14_similarity_score"])
     imgs = shard_images(world.shards).image_bytes(hex_to_uids(meta.column("uid").combine_chunks()))
     import io
@@ -260,9 +262,11 @@ def test_dfn_equals_a_direct_open_clip_computation(world, tmp_path):
         fi = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
         ft = torch.nn.functional.normalize(model.encode_text(tok(meta.column("text").to_pylist())).float(), dim=-1)
     want = (fi * ft).sum(-1).numpy()
-    np.testing.assert_allclose(score, want, atol=2e-3)
-    # on the world the default filtering network is the model that scored the pool: the same l14 score
-    np.testing.assert_allclose(score, meta.column("clip_l14_similarity_score").to_numpy(), atol=5e-3)
+    np.testing.assert_allclose(score[""], want, atol=2e-3)
+    # the pool's scorer as the network gives back the pool's own l14 score; the filtering network differs
+    pool_score = meta.column("clip_l14_similarity_score").to_numpy()
+    np.testing.assert_allclose(score["datacomp-ref-l14"], pool_score, atol=5e-3)
+    assert np.abs(score[""] - pool_score).max() > 0.05
     assert read_subset(tmp_path / "f.npy").size == 4
 
 
@@ -289,10 +293,123 @@ def test_bad_method_params_are_one_line_errors(world, tmp_path, capsys):
              (["--name", "negclip"], "give --fraction"),
              (["--name", "density"], "give --fraction"),
              (["--name", "normsim", "--fraction", "0.3", "--param", "normsim.p=3"], "choose 2 or inf"),
-             (["--name", "density", "--threshold", "0.3"], "not --threshold")]
+             (["--name", "density", "--threshold", "0.3"], "not --threshold"),
+             (["--name", "text_in_image", "--fraction", "0.3", "--param", "text_in_image.detector=ocr"],
+              "no such text detector"),
+             (["--name", "text_in_image", "--fraction", "0.3", "--param", "text_in_image.modle=x"],
+              "text_in_image has no parameter 'modle'")]
     for args, msg in cases:
         capsys.readouterr()
         assert main(base + args) != 0
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err, (args, err)
     assert not (tmp_path / "x.npy").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_every_method_on_ray_equals_local(ray_cluster, world, tmp_path):
+    """Each method's subset through a real local Ray cluster is the local one, bit for bit."""
+    runs = {"negclip": ["--fraction", "0.3"], "normsim": ["--fraction", "0.3"],
+            "density": ["--fraction", "0.3", "--num-clusters", "16"], "dfn": ["--fraction", "0.3"],
+            "text_in_image": ["--fraction", "0.3"]}
+    for name, args in runs.items():
+        got = {}
+        for ex in ("local", "ray"):
+            extra = ["--executor", "ray", "--ray-address", ray_cluster, "-j", "2"] if ex == "ray" else \
+                ["--executor", "local", "-j", "2"]
+            _filter("--name", name, *args, "--metadata-dir", world.metadata, "--shards-dir", world.shards,
+                    "--output", tmp_path / f"{name}-{ex}.npy", "--signals-dir", tmp_path / f"sig-{ex}", *extra)
+            got[ex] = read_subset(tmp_path / f"{name}-{ex}.npy")
+        assert got["ray"].size == 1200 and np.array_equal(got["ray"], got["local"]), name
+
+
+# -- text_in_image (T-MARS) ------------------------------------------------------------------------------
+
+def _card(lines, scale=1, x0=2, y0=3, paper=225.0, ink=30.0):
+    from datacomp.filters.methods.textspot import draw_text
+
+    img = np.full((32, 32, 3), paper, np.float32)
+    draw_text(img, lines, x0, y0, scale, np.full(3, ink, np.float32))
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_world_font_detector_boxes_words_and_nothing_else():
+    from datacomp.filters.methods.textspot import detect_world_font, text_size
+    from datacomp.synth.noise import NoiseMix, plan_samples
+    from datacomp.synth.pool import render_planned
+    from datacomp.synth.render import decode, encode_jpeg
+
+    # two words at scale 1: the mask is exactly their letter boxes grown by one pixel
+    card = _card(["RED", "STAR"], x0=2, y0=3)
+    m = detect_world_font(card[None])[0]
+    want = np.zeros((32, 32), bool)
+    want[2:9, 1:14] = True  # RED: rows 3-7, columns 2-12, grown by one
+    want[9:16, 1:18] = True  # STAR: rows 10-14, columns 2-16
+    assert np.array_equal(m, want)
+    # scale 2 and a JPEG round trip are still read; a two-letter word is not a word; a blank card is blank
+    assert detect_world_font(decode(encode_jpeg(_card(["RING"], scale=2, x0=1, y0=9)))[None])[0][9:19].mean() > 0.8
+    assert not detect_world_font(_card(["OK"])[None]).any()
+    assert not detect_world_font(_card([])[None]).any()
+    # low contrast (ink nearly the paper's tone) is not read
+    assert not detect_world_font(_card(["STAR"], ink=200.0)[None]).any()
+    # the world's pictures hold no text: no detection on 600 planned samples that are not text images
+    plan = plan_samples(5, 1, 0, 600, NoiseMix(text_in_image=0.0))
+    imgs = np.stack([decode(b) for b in render_planned(plan)[0]])
+    assert not detect_world_font(imgs).any()
+    assert text_size(["RED", "STAR"], 1) == (15, 12)
+
+
+def test_tmars_masks_the_text_and_keeps_the_picture():
+    from datacomp.filters.methods.text_in_image import mask_text, tmars
+    from datacomp.synth.render import Scenes, render
+
+    card = _card(["RED", "STAR"], x0=8, y0=9)
+    s = Scenes(*(np.array([v]) for v in (3, 0, 1, 1, 4, 0, 0)), jitter=np.full((1, 32), 0.5))  # a large red star
+    star = render(s)[0]
+    caption = "a photo of a red star"
+    r = tmars([card, star, None], [caption, caption, caption])
+    area, masked, drop = r["text_area"], r["text_masked_score"], r["text_score_drop"]
+    assert area[0] > 0.1 and area[1] == 0 and np.isnan(area[2])
+    # the card matched its caption by its letters: masked, it is a blank card and the match is gone
+    assert drop[0] > 0.3 and masked[0] < masked[1] - 0.3
+    # the picture has no text: its masked score is its score
+    assert drop[1] == 0 and np.isnan(masked[2])
+    blank = mask_text(card, np.asarray(card.mean(-1) < 128))
+    assert np.ptp(blank.reshape(-1, 3), axis=0).max() < 12  # text filled with the paper's own colour
+
+
+def test_text_in_image_on_the_world_cli(world, tmp_path):
+    sig = tmp_path / "signals"
+    common = ("--metadata-dir", world.metadata, "--shards-dir", world.shards, "--signals-dir", sig)
+    _filter("--name", "text_in_image", "--fraction", "0.3", "--output", tmp_path / "t.npy", *common)
+    _filter("--name", "clip_score", "--arch", "l14", "--fraction", "0.3", "--output", tmp_path / "c.npy",
+            "--metadata-dir", world.metadata)
+    assert read_subset(tmp_path / "t.npy").size == 1200
+    tmars_kinds, clip_kinds = _kept_kinds(world, tmp_path / "t.npy"), _kept_kinds(world, tmp_path / "c.npy")
+    # the reading scorer keeps most text cards in its top 30%; T-MARS keeps almost none and more clean pictures
+    assert clip_kinds["text_in_image"] > 0.5 and tmars_kinds["text_in_image"] < 0.02
+    assert tmars_kinds["clean"] > clip_kinds["clean"]
+    # the detector's column finds the text cards and nothing else
+    _filter("--where", "text_area > 0", "--metadata-dir", world.metadata, "--shards-dir", world.shards,
+            "--signals-dir", sig, "--output", tmp_path / "w.npy")
+    found = _kept_kinds(world, tmp_path / "w.npy")
+    assert found["text_in_image"] > 0.97 and max(v for k, v in found.items() if k != "text_in_image") == 0
+
+
+def test_a_text_detector_plugs_in_from_a_plugin_file(world, tmp_path):
+    import pyarrow.parquet as pq
+
+    mini = _mini_pool(world, tmp_path)
+    plugin = Path(__file__).parent / "plugins" / "everything_is_text.py"
+    _filter("--plugin", plugin, "--name", "text_in_image", "--param", "text_in_image.detector=everything",
+            "--fraction", "0.5", "--metadata-dir", mini, "--shards-dir", world.shards, "-j", "2",
+            "--output", tmp_path / "e.npy", "--signals-dir", tmp_path / "sig")
+    t = pq.read_table(next((tmp_path / "sig").glob("text_in_image-*/*.parquet")))
+    assert t.column("text_area").to_numpy().tolist() == [1.0] * 8  # the plug-in's masks were used
+    # every image became one flat colour, so the drop is the whole score the picture had
+    masked = t.column("text_masked_score").to_numpy()
+    drop = t.column("text_score_drop").to_numpy()
+    score = pq.read_table(next(mini.glob("*.parquet"))).column("clip_l14_similarity_score").to_numpy()
+    np.testing.assert_allclose(masked + drop, score, atol=5e-3)
+    assert read_subset(tmp_path / "e.npy").size == 4

@@ -37,6 +37,9 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 REFERENCE_WEIGHTS_DIR = Path(__file__).parent / "model_weights"
 # The embedded world's reference models: npz key -> open_clip config name (weights in model_weights/<key>).
 REFERENCE_MODELS: dict[str, str] = {"b32": "datacomp-ref-b32", "l14": "datacomp-ref-l14"}
+# Every packaged world model: the two scorers plus the filtering network ("dfn": the l14 architecture
+# trained on curated pairs only, the default of the ``dfn`` filter; it writes no npz key).
+WORLD_MODELS: dict[str, str] = {**REFERENCE_MODELS, "dfn": "datacomp-ref-dfn"}
 
 
 @cache
@@ -182,7 +185,7 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, devi
 
 
 def reference_weights_path(which: str) -> Path:
-    """Packaged fp16 weights of a reference model (``b32`` / ``l14``)."""
+    """Packaged fp16 weights of a world model (``b32`` / ``l14`` / ``dfn``)."""
     return REFERENCE_WEIGHTS_DIR / f"{which}.safetensors"
 
 
@@ -195,16 +198,16 @@ def load_reference(which: str) -> LoadedModel:
     """
     import torch
 
-    if which not in REFERENCE_MODELS:
-        raise DataCompError(f"unknown reference model {which!r}: choose one of {', '.join(REFERENCE_MODELS)}")
+    if which not in WORLD_MODELS:
+        raise DataCompError(f"unknown reference model {which!r}: choose one of {', '.join(WORLD_MODELS)}")
     path = reference_weights_path(which)
     if path.is_file():
-        return load_model(REFERENCE_MODELS[which], checkpoint=path)
+        return load_model(WORLD_MODELS[which], checkpoint=path)
     log.warning("%s: no reference weights, using a fixed-seed random initialisation", path)
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        return load_model(REFERENCE_MODELS[which])
+        return load_model(WORLD_MODELS[which])
     finally:
         torch.random.set_rng_state(state)
 
@@ -233,7 +236,7 @@ def resolve_model(spec: str, checkpoint: str | os.PathLike[str] | None = None,
     spec = str(spec).strip()
     if not spec:
         raise DataCompError("empty model spec: use e.g. ViT-B-32:openai, hf-hub:ORG/NAME or a checkpoint path")
-    by_name = {v: k for k, v in REFERENCE_MODELS.items()}
+    by_name = {v: k for k, v in WORLD_MODELS.items()}
     if spec in by_name and checkpoint is None:
         return load_reference(by_name[spec])
     dev = device or default_device()

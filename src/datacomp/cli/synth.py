@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--work-dir", type=Path, required=True, help="where the clean set and training runs go")
     tr.add_argument("--weights-dir", type=Path, default=None,
                     help="where to write <which>.safetensors (default: the package's weights dir)")
-    tr.add_argument("--which", nargs="+", choices=("b32", "l14"), default=["b32", "l14"],
+    tr.add_argument("--which", nargs="+", choices=("b32", "l14", "dfn"), default=["b32", "l14", "dfn"],
                     help="reference models to train")
     tr.add_argument("--seed", type=int, default=0, help="training seed")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)")

@@ -3,7 +3,7 @@
 Every noise kind is a named share in :class:`NoiseMix`. The defaults were calibrated (see
 ``docs/synth.md``) so that, as on the real web for an English-evaluated model, what each DataComp
 baseline removes is harmful: non-English captions do not describe their image, junk text says
-nothing, tiny and banner-shaped images are degraded, and the basic filter keeps 25-50% of the pool.
+nothing, tiny and banner-shaped images are degraded, and the basic filter keeps 25-60% of the pool.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datacomp.synth.render import Scenes, sample_scenes
 # Exclusive kinds, in this order; "clean" takes what the shares leave.
 KINDS: tuple[str, ...] = (
     "clean", "misaligned", "wrong_attributes", "non_english", "junk", "tiny", "extreme_aspect",
-    "off_distribution", "near_duplicate",
+    "off_distribution", "near_duplicate", "text_in_image",
 )
 
 
@@ -31,7 +31,7 @@ class NoiseMix:
 
     - ``misaligned`` 0.10: alt-text of another image (templated pages, galleries, wrong <img>).
     - ``wrong_attributes`` 0.04: the right object with a wrong colour, count or shape word.
-    - ``non_english`` 0.30: captions in es/de/fr/it. Roughly half of CommonPool is not English;
+    - ``non_english`` 0.22: captions in es/de/fr/it. Roughly half of CommonPool is not English;
       for an English-evaluated model they carry no usable description, so they describe a random
       other scene (``non_english_aligned`` sets the fraction that does describe its image).
     - ``junk`` 0.10: file names, "image", numbers, keyword spam, empty strings.
@@ -39,18 +39,22 @@ class NoiseMix:
     - ``extreme_aspect`` 0.04: banners with aspect ratio > 3 (content squashed to match).
     - ``off_distribution`` 0.03: noise, gradients, text banners, blanks with a plausible caption.
     - ``near_duplicate`` 0.02: re-encoded, slightly shifted copies of clean samples.
+    - ``text_in_image`` 0.10: the caption's words written on a plain card and little else (T-MARS:
+      about a fifth to two fifths of LAION's images carry text that overlaps their caption). A CLIP
+      model that learned to read scores them high although they show nothing of what they name.
     - ``faces`` 0.04: independent of the kind, a face-like region with its ``face_bboxes``.
     - ``sketch`` / ``digits``: shares of outline-style scenes and rendered digits among all scenes.
     """
 
     misaligned: float = 0.10
     wrong_attributes: float = 0.04
-    non_english: float = 0.30
+    non_english: float = 0.22
     junk: float = 0.10
     tiny: float = 0.10
     extreme_aspect: float = 0.04
     off_distribution: float = 0.03
     near_duplicate: float = 0.02
+    text_in_image: float = 0.10
     faces: float = 0.04
     non_english_aligned: float = 0.0
     sketch: float = 0.10
@@ -85,6 +89,7 @@ class PlannedSamples:
     captions: list[str]
     language: np.ndarray  # "en" or a LANGUAGES code
     off_kind: np.ndarray  # off-distribution image kind, -1 otherwise
+    shown_text: list[str]  # text written in the image ("" for none; lines joined by "/")
     dup_of: np.ndarray  # source row of a near-duplicate, -1 otherwise
     width: np.ndarray
     height: np.ndarray
@@ -115,6 +120,31 @@ def english_caption(s: Scenes, i: int, u: np.ndarray, colour_drop: float = 0.0) 
     if u[3] < 0.15 and count > 1 and not sketch and colour >= 0:  # generic nouns teach "N objects" (counting)
         d = f"{C.COUNT_WORDS[count - 1]} {C.COLOUR_NAMES[colour]} {'shapes' if u[3] < 0.08 else 'objects'}"
     return t.format(d=d, D=d[:1].upper() + d[1:], b=bg, p=p)
+
+
+def text_lines(s: Scenes, i: int, caption: str, keep: np.ndarray | tuple[bool, bool] = (True, True)) -> list[str]:
+    """The words of scene ``i``'s ``caption`` that a text image writes: [count] [colour] shape, upper case.
+
+    Count and colour are written when the caption names them and ``keep`` (two booleans) allows it;
+    shape names stay singular so every line fits 32 pixels in the 3x5 font.
+    """
+    words = caption.lower().split()
+    lines = []
+    count_word = C.COUNT_WORDS[int(s.count[i]) - 1]
+    if int(s.count[i]) > 1 and count_word in words and keep[1]:
+        lines.append(count_word)
+    if int(s.colour[i]) >= 0 and C.COLOUR_NAMES[int(s.colour[i])] in words and keep[0]:
+        lines.append(C.COLOUR_NAMES[int(s.colour[i])])
+    lines.append(C.SHAPES[int(s.glyph[i]) % len(C.SHAPES)])
+    return [w.upper() for w in lines]
+
+
+def make_text_scene(s: Scenes, i: int, colour: int) -> None:
+    """Make scene ``i`` a describable shape scene (no digit, photo style, a colour) for a text image."""
+    s.glyph[i] %= len(C.SHAPES)
+    s.style[i] = 0
+    if s.colour[i] < 0:
+        s.colour[i] = colour
 
 
 def _junk(u: np.ndarray) -> str:
@@ -151,8 +181,12 @@ def plan_samples(seed: int, stream: int, shard: int, n: int, mix: NoiseMix,
     off_kind = np.where(kind == KINDS.index("off_distribution"), (u[:, 5] * 4).astype(np.int64), -1)
     clean_rows = np.flatnonzero(kind == 0)
     dup_of = np.full(n, -1, np.int64)
+    shown = [""] * n
+    t = rng.random((n, 3))  # drawn last, so the other kinds' draws do not depend on this one
     for i in range(n):
         k = KINDS[kind[i]]
+        if k == "text_in_image":
+            make_text_scene(s, i, int(t[i, 2] * len(C.COLOURS)))
         if k == "near_duplicate" and len(clean_rows):
             src = int(clean_rows[int(u[i, 6] * len(clean_rows))])
             dup_of[i] = src
@@ -178,6 +212,8 @@ def plan_samples(seed: int, stream: int, shard: int, n: int, mix: NoiseMix,
             captions.append(captions[dup_of[i]] if dup_of[i] < i else english_caption(s, i, u[i]))
         else:
             captions.append(english_caption(s, i, u[i]))
+        if k == "text_in_image":  # the caption's words, the colour or count sometimes left out
+            shown[i] = "/".join(text_lines(s, i, captions[i], (t[i, 0] < 0.8, t[i, 1] < 0.8)))
     # recorded original sizes: ordinary photos, thumbnails < 200 px, banners with ratio > 3
     short = np.clip(np.exp(rng.normal(np.log(420), 0.45, n)), 200, 2400).astype(np.int64)
     ratio = 1.0 + np.abs(rng.normal(0, 0.45, n))
@@ -190,7 +226,7 @@ def plan_samples(seed: int, stream: int, shard: int, n: int, mix: NoiseMix,
     width = np.where(wide, long_, short)
     height = np.where(wide, short, long_)
     face = rng.random(n) < mix.faces
-    return PlannedSamples(s, kind, captions, language, off_kind, dup_of, width, height, face, aux)
+    return PlannedSamples(s, kind, captions, language, off_kind, shown, dup_of, width, height, face, aux)
 
 
 def _copy_scene(s: Scenes, src: int, dst: int, src_scenes: Scenes | None = None) -> None:

@@ -29,6 +29,7 @@ from datacomp.synth.render import (
     encode_jpeg,
     off_distribution,
     render_scene,
+    text_image,
     to_uint8,
 )
 
@@ -87,7 +88,12 @@ def render_planned(plan: PlannedSamples) -> tuple[list[bytes], list[list[list[fl
     tiny, extreme = KINDS.index("tiny"), KINDS.index("extreme_aspect")
     for i in range(len(plan.kind)):
         a = plan.aux[i]
-        img = off_distribution(int(plan.off_kind[i]), a) if plan.off_kind[i] >= 0 else render_scene(plan.scenes, i)
+        if plan.shown_text[i]:
+            img = text_image(plan.shown_text[i].split("/"), plan.scenes.jitter[i, 26:32])
+        elif plan.off_kind[i] >= 0:
+            img = off_distribution(int(plan.off_kind[i]), a)
+        else:
+            img = render_scene(plan.scenes, i)
         face = [add_face(img, a[3:7])] if plan.face[i] else []
         if plan.kind[i] == tiny:
             img = degrade_tiny(img, 4 + int(a[7] * 6))
@@ -134,6 +140,7 @@ def write_shard(pool_dir: str, shard: int, n: int, seed: int, mix: dict[str, flo
         "uid": uids, "kind": [KINDS[k] for k in plan.kind], "language": plan.language.astype(str).tolist(),
         "glyph": s.glyph, "colour": s.colour, "count": s.count, "size": s.size, "position": s.position,
         "background": s.background, "style": s.style, "off_kind": plan.off_kind, "dup_of": plan.dup_of,
+        "shown_text": plan.shown_text,
     })
     with atomic_path(pool / "truth" / f"{stem}.parquet") as tmp:
         pq.write_table(truth, tmp)

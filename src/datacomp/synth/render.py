@@ -393,6 +393,27 @@ def off_distribution(kind: int, u: np.ndarray) -> np.ndarray:
     return np.full((n, n, 3), 255 * u[0], np.float32) + _noise_bank()[int(u[1] * 64)] * 1.5
 
 
+def text_image(lines: list[str], u: np.ndarray) -> np.ndarray:
+    """The caption's words written in the world's font on a plain card, and little else (float32).
+
+    ``u``: 6 uniforms (paper tone, ink tone, scale choice, position x, position y, noise). Scale 2
+    when every line fits it (at most 4 letters, at most 2 lines), else scale 1.
+    """
+    from datacomp.filters.methods.textspot import draw_text, text_size
+
+    n = IMAGE_SIZE
+    paper = 190 + 60 * u[0] + (np.array([0.0, -4.0, -12.0], np.float32) * u[1])
+    img = np.zeros((n, n, 3), np.float32) + paper
+    ink = np.full(3, 15 + 65 * u[1], np.float32)
+    scale = 2 if u[2] < 0.6 and text_size(lines, 2)[0] <= n - 2 and len(lines) <= 2 else 1
+    w, h = text_size(lines, scale)
+    x0 = int(u[3] * max(n - w, 0))
+    y0 = int(u[4] * max(n - h, 0))
+    draw_text(img, lines, x0, y0, scale, ink)
+    img += _noise_bank()[int(u[5] * 64)] * 2.0
+    return img
+
+
 def degrade_tiny(img: np.ndarray, px: int) -> np.ndarray:
     """Down to ``px`` pixels and back: what a 20-150 px web thumbnail looks like upscaled."""
     from PIL import Image

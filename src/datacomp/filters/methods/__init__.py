@@ -2,14 +2,22 @@
 
 Per-file signals, computed from the pool's npz embeddings (or, for ``dfn``, the shards' images):
 ``negclip`` (negCLIPLoss), ``normsim`` (NormSim-2 / NormSim-inf against target embeddings), ``dfn``
-(CLIP score from a filtering network). Global signals, decided per embedding cluster through the
+(CLIP score from a filtering network), ``text_in_image`` (T-MARS: the CLIP score with the image's
+text masked; images and a text detector). Global signals, decided per embedding cluster through the
 engine (so ``--executor ray`` runs them on a cluster): ``semdedup`` (semantic deduplication) and
 ``density`` (density-based pruning). Each signal's column also works in ``--where``; parameters
 come from ``--param NAME=VALUE`` (``SignalConfig.options``).
 """
 
 from datacomp.errors import DataCompError
-from datacomp.filters.methods import density, dfn, negclip, normsim, semdedup  # noqa: F401 - registers them
+from datacomp.filters.methods import (  # noqa: F401 - registers them
+    density,
+    dfn,
+    negclip,
+    normsim,
+    semdedup,
+    text_in_image,
+)
 
 # The ``--param`` names each method reads (a misspelt one is refused, never silently ignored).
 PARAMS: dict[str, tuple[str, ...]] = {
@@ -18,6 +26,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "normsim": ("p",),
     "dfn": ("model",),
     "density": ("fraction", "tau", "neighbours", "clusters", "key"),
+    "text_in_image": ("model", "detector"),
 }
 
 
@@ -30,6 +39,7 @@ RUNS: dict[str, tuple[str, dict[str, object]]] = {
     "normsim_inf_30": ("normsim", {"fraction": 0.3}),
     "dfn_30": ("dfn", {"fraction": 0.3}),
     "density_30": ("density", {"fraction": 0.3}),
+    "text_in_image_30": ("text_in_image", {"fraction": 0.3}),
     "semdedup": ("semdedup", {"method_params": WORLD_EPS}),
     "semdedup_clip_score_l14_30": ("semdedup", {"arch": "l14", "fraction": 0.3, "method_params": WORLD_EPS}),
 }
@@ -44,4 +54,4 @@ def check_params(options: dict[str, str]) -> None:
                                 f"{', '.join(f'{method}.{n}' for n in PARAMS[method])} (docs/methods/{method}.md)")
 
 
-__all__ = ["PARAMS", "RUNS", "check_params", "density", "dfn", "negclip", "normsim", "semdedup"]
+__all__ = ["PARAMS", "RUNS", "check_params", "density", "dfn", "negclip", "normsim", "semdedup", "text_in_image"]

@@ -4,9 +4,10 @@ The CLIP score of each image-caption pair computed by a *filtering network*: a C
 high-quality data, not the pool's scoring model. The model is any spec :func:`datacomp.models.resolve_model`
 accepts (``--param dfn.model=ViT-B-32:openai``, ``ViT-B-32:/path/epoch.pt``, ``hf-hub:apple/DFN2B-CLIP-ViT-L-14``);
 it re-embeds the images (read from the pool's shards, ``--shards-dir``) and the captions, so the
-signal costs one forward pass per sample. Default: the embedded world's stronger reference model
-``datacomp-ref-l14``, trained on the world's clean, high-quality set (never on the pool):
-``datacomp synth train-reference --work-dir W --which l14`` reproduces its shipped weights.
+signal costs one forward pass per sample. Default: the embedded world's filtering network
+``datacomp-ref-dfn``, the l14 scorer's architecture and recipe trained on curated pairs only (the
+world's clean set without its text cards; never the pool): ``datacomp synth train-reference
+--work-dir W --which dfn`` reproduces its shipped weights.
 Rows without an image get NaN, which no cut keeps.
 """
 
@@ -23,7 +24,7 @@ from datacomp.filters.methods.common import register_rank_filter
 from datacomp.filters.registry import register_signal
 from datacomp.filters.signals import SignalConfig, SignalInputs
 
-DEFAULT_MODEL = "datacomp-ref-l14"
+DEFAULT_MODEL = "datacomp-ref-dfn"
 BATCH = 64
 
 
@@ -32,8 +33,11 @@ def _model_spec(cfg: SignalConfig) -> str:
 
 
 def _fingerprint(cfg: SignalConfig) -> str:
+    return model_fingerprint(_model_spec(cfg))
+
+
+def model_fingerprint(spec: str) -> str:
     """The spec's name and hash; a checkpoint file's size and mtime too, so new weights are new scores."""
-    spec = _model_spec(cfg)
     name = "".join(ch if ch.isalnum() else "_" for ch in spec.split("/")[-1])[:40]
     key = spec
     weights = spec.partition(":")[2] or spec
