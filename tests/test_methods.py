@@ -169,7 +169,8 @@ def test_negclip_and_normsim_on_the_world_cli(world, tmp_path):
     n = read_subset(tmp_path / "n.npy")
     assert n.size == 1200  # the exact global cut: round(0.3 * 4000)
     kinds = _kept_kinds(world, tmp_path / "n.npy")
-    assert kinds["clean"] > 0.7 and kinds["misaligned"] < 0.1 and kinds["junk"] < 0.1  # random: 0.3 each
+    # random: 0.3 each (the text cards, which the scorer reads, take a fifth of the cut)
+    assert kinds["clean"] > 0.6 and kinds["misaligned"] < 0.1 and kinds["junk"] < 0.1
     kinds = _kept_kinds(world, tmp_path / "s.npy")
     assert read_subset(tmp_path / "s.npy").size == 1200
     assert kinds["off_distribution"] < 0.1  # far from the ImageNet stand-in targets

@@ -229,7 +229,7 @@ def test_pool_is_deterministic(tmp_path):
 
 
 def test_noise_mix_validation():
-    assert abs(NoiseMix().clean - 0.27) < 1e-9
+    assert abs(NoiseMix().clean - 0.25) < 1e-9
     with pytest.raises(DataCompError, match="add up"):
         NoiseMix(non_english=0.9)
     with pytest.raises(DataCompError, match="between 0 and 1"):

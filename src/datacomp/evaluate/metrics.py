@@ -194,26 +194,28 @@ def retrieval_metrics(image_emb: Any, text_emb: Any, text_image: np.ndarray, ks:
 
     ``image_retrieval_recall@k``: share of captions whose image is among their top-k images;
     ``text_retrieval_recall@k``: share of images with at least one caption among their top-k captions.
-    Computed in row chunks, so memory stays bounded at MSCOCO's 25k x 5k scores.
+    Computed in row chunks, so memory stays bounded at MSCOCO's 25k x 5k scores. Scores are formed as
+    clip_benchmark forms them (texts @ images.T, transposed for text retrieval) and ``torch.topk`` runs
+    once per k, as its ``recall_at_k`` does: identical captions of different images tie exactly, and
+    topk breaks ties differently for different k.
     """
     import torch
 
     img = torch.as_tensor(image_emb, dtype=torch.float32)
     txt = torch.as_tensor(text_emb, dtype=torch.float32)
     owner = torch.as_tensor(np.asarray(text_image, dtype=np.int64))
-    kmax = max(ks)
     img_hits = {k: 0 for k in ks}
     for s in range(0, len(txt), chunk):
-        top = (txt[s:s + chunk] @ img.T).topk(min(kmax, len(img)), dim=1)[1]
-        match = top == owner[s:s + chunk, None]
+        scores = txt[s:s + chunk] @ img.T
         for k in ks:
-            img_hits[k] += int(match[:, :k].any(dim=1).sum())
+            top = scores.topk(min(k, len(img)), dim=1)[1]
+            img_hits[k] += int((top == owner[s:s + chunk, None]).any(dim=1).sum())
     txt_hits = {k: 0 for k in ks}
     for s in range(0, len(img), chunk):
-        top = (img[s:s + chunk] @ txt.T).topk(min(kmax, len(txt)), dim=1)[1]
-        match = owner[top] == torch.arange(s, s + len(top))[:, None]
+        scores = (txt @ img[s:s + chunk].T).T
         for k in ks:
-            txt_hits[k] += int(match[:, :k].any(dim=1).sum())
+            top = scores.topk(min(k, len(txt)), dim=1)[1]
+            txt_hits[k] += int((owner[top] == torch.arange(s, s + len(top))[:, None]).any(dim=1).sum())
     out: Metrics = {}
     for k in ks:
         out[f"image_retrieval_recall@{k}"] = img_hits[k] / len(txt)
