@@ -151,6 +151,17 @@ def test_compare_cli_json_against_scipy(runs, capsys):
                                            pytest.approx(np.std(list(C.values()), ddof=1), abs=1e-6))
 
 
+def test_compare_cli_markdown_marks_what_exceeds_the_noise(runs, capsys):
+    rc, out, _ = run_cli(capsys, "compare", *map(str, runs), "--markdown")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("| Method | Size | seeds | ImageNet |") and lines[1].startswith("|---|")
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in lines[2:] if ln.startswith("| ")}
+    assert set(rows) == {"no_filter", "clip_score_l14_30", "semdedup"}
+    assert rows["semdedup"].count("\\*") == 5 and "\\*" not in rows["no_filter"]  # 5 aggregates, all marked
+    assert "(baseline)" in rows["clip_score_l14_30"] and out.rstrip().endswith("fewer than 2 seeds")
+
+
 def test_compare_cli_table_marks_and_html(runs, capsys, tmp_path):
     report = tmp_path / "cmp.html"
     rc, out, _ = run_cli(capsys, "compare", *map(str, runs), "--baseline", "no_filter", "-o", str(report))

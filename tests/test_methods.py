@@ -308,6 +308,7 @@ def test_bad_method_params_are_one_line_errors(world, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.ray
 def test_every_method_on_ray_equals_local(ray_cluster, world, tmp_path):
     """Each method's subset through a real local Ray cluster is the local one, bit for bit."""
@@ -352,8 +353,9 @@ def test_world_font_detector_boxes_words_and_nothing_else():
     assert detect_world_font(decode(encode_jpeg(_card(["RING"], scale=2, x0=1, y0=9)))[None])[0][9:19].mean() > 0.8
     assert not detect_world_font(_card(["OK"])[None]).any()
     assert not detect_world_font(_card([])[None]).any()
-    # low contrast (ink nearly the paper's tone) is not read
+    # low contrast (ink nearly the paper's tone) is not read; light ink on a dark card is
     assert not detect_world_font(_card(["STAR"], ink=200.0)[None]).any()
+    assert np.array_equal(detect_world_font(_card(["RED", "STAR"], paper=40.0, ink=220.0)[None])[0], want)
     # the world's pictures hold no text: no detection on 600 planned samples that are not text images
     plan = plan_samples(5, 1, 0, 600, NoiseMix(text_in_image=0.0))
     imgs = np.stack([decode(b) for b in render_planned(plan)[0]])

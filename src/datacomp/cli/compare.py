@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "95%% interval",
         description="Groups the evaluated runs under RUN_DIRS by method (experiment folder name) and seed (from "
         "each run's train_record.json), and prints per aggregate of the suite the mean ± sample std over seeds and "
-        "the difference to the baseline with a 95%% interval: a paired t-interval on per-seed differences when both "
+        "the difference to the baseline with a 95% interval: a paired t-interval on per-seed differences when both "
         "methods have the same seeds, else Welch's. Differences whose interval excludes 0 are marked * (they exceed "
         "the seed noise). See docs/compare.md.",
     )
@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "first method)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the comparison as a Markdown table (for docs and notes) instead of a table")
     p.add_argument("-o", "--output", metavar="HTML", default=None,
                    help="also write a self-contained HTML report with the comparison table and plot")
     p.set_defaults(func=run)
@@ -34,7 +36,13 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from datacomp.console import console
-    from datacomp.report.compare import compare_experiments, comparison_json, comparison_table, load_for_compare
+    from datacomp.report.compare import (
+        compare_experiments,
+        comparison_json,
+        comparison_markdown,
+        comparison_table,
+        load_for_compare,
+    )
 
     exps = load_for_compare(args.run_dirs)
     cmp = compare_experiments(exps, args.baseline, args.level)
@@ -45,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
                      baseline=cmp.baseline, level=args.level)
     if args.json:
         print(json.dumps(comparison_json(cmp), indent=2))
+    elif args.markdown:
+        print(comparison_markdown(cmp), end="")
     else:
         con = console()
         con.print(comparison_table(cmp, f"methods vs {cmp.baseline} over seeds"))

@@ -9,7 +9,8 @@ The built-in ``world-font`` detector spots the embedded world's bitmap font (:da
 pixels per letter, drawn at scale 1 or 2): it binarises each image against its own paper tone,
 codes every 3x5 window as a 15-bit integer, looks the code up in the font, and keeps runs of at
 least :data:`MIN_RUN` letters on one baseline with one empty column between them (a word). Like a
-real detector trained on real fonts, it knows the script, not the words.
+real detector trained on real fonts, it knows the script, not the words; ink may be darker or
+lighter than the paper.
 """
 
 from __future__ import annotations
@@ -58,13 +59,20 @@ _CODES = _font_codes()
 
 
 def ink_mask(images: np.ndarray) -> np.ndarray:
-    """(n, h, w) bool: pixels darker than halfway between each image's paper (median) and its ink."""
+    """(n, h, w) bool: the pixels of each image's ink, dark on light paper or light on dark paper.
+
+    The paper is the image's median grey; the ink is the tone (2nd or 98th percentile) farther from
+    it; a pixel is ink when it lies beyond halfway from the paper to the ink.
+    """
     g = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     flat = g.reshape(len(g), -1)
     paper = np.median(flat, axis=1)
-    ink = np.percentile(flat, 2, axis=1)
+    dark, light = np.percentile(flat, 2, axis=1), np.percentile(flat, 98, axis=1)
+    dark_ink = (paper - dark) >= (light - paper)
+    ink = np.where(dark_ink, dark, light)
     cut = ((paper + ink) / 2)[:, None, None]
-    return (g < cut) & ((paper - ink) >= MIN_CONTRAST)[:, None, None]
+    mask = np.where(dark_ink[:, None, None], g < cut, g > cut)
+    return mask & (np.abs(paper - ink) >= MIN_CONTRAST)[:, None, None]
 
 
 def _letter_boxes(ink: np.ndarray) -> np.ndarray:
