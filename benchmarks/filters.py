@@ -19,8 +19,11 @@ For every baseline it reports seconds, rows/s and peak memory of, in the same ru
 ``--methods``: the post-DataComp methods (``docs/methods/``), ``cold`` and ``cached`` only, over the
 same metadata plus generated row-aligned npz embeddings (``l14_img``/``l14_txt``, ``--dim`` wide,
 float16, unit length, drawn around 1,000 concept centres with 2% planted near-duplicates) and 1,000
-random target embeddings for ``normsim``. (``dfn`` re-embeds images, so it is measured on the
-embedded world instead: see ``docs/methods/dfn.md``.)
+random target embeddings for ``normsim``. ``dfn`` and ``text_in_image`` read and re-embed images, so
+they run over an embedded world's pool instead (``--world W``, e.g. the demo's ``runs/demo/world``;
+``--rows`` does not apply to them):
+
+    python benchmarks/filters.py --methods dfn,text_in_image --world runs/demo/world
 
 The project does not depend on pandas, so ``cold``/``cached``/``scan`` run from the project's venv
 and the pandas variants from a side venv that sees the project's packages plus pandas
@@ -105,6 +108,7 @@ def make_data(out: Path, rows: int, files: int, seed: int = 0) -> Path:
 
 
 CLUSTERS = int(os.environ.get("DC_BENCH_CLUSTERS", "0"))  # set from --clusters for the child processes
+IMAGE_METHODS = {"dfn": {"fraction": 0.3}, "text_in_image": {"fraction": 0.3}}  # over --world's pool
 METHODS = {  # run_filter arguments of each method's benchmark run
     "negclip": {"fraction": 0.3},
     "normsim": {"fraction": 0.3},
@@ -278,6 +282,11 @@ def scan(name: str, meta: Path, table: bool = False) -> int:
 def ours(name: str, meta: Path, out: Path, tag: str) -> int:
     from datacomp.filters import run_filter
 
+    if name in IMAGE_METHODS:
+        pool = Path(os.environ["DC_BENCH_WORLD"]) / "pool"
+        s = run_filter(name, pool / "metadata", out / f"{name}-{tag}.npy", signals_dir=out / f"signals-{name}",
+                       workers=WORKERS, progress=False, shards_dir=pool / "shards", **IMAGE_METHODS[name])
+        return int(s["kept"])
     if name in METHODS:
         kw = dict(METHODS[name])
         if CLUSTERS and name in ("semdedup", "density"):  # --clusters: k for the clustered methods
@@ -360,22 +369,24 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=768, help="embedding width for --methods")
     ap.add_argument("--clusters", type=int, default=0,
                     help="k for semdedup and density (default: theirs; semdedup's rows/128 is 7,812 at 1M rows)")
+    ap.add_argument("--world", type=Path, default=None, help="an embedded world's root, for dfn and text_in_image")
     ap.add_argument("--child", action="store_true")
     ap.add_argument("--name")
     ap.add_argument("--variant")
     args = ap.parse_args()
     if args.clusters:
         os.environ["DC_BENCH_CLUSTERS"] = str(args.clusters)  # the measuring children read it
+    if args.world:
+        os.environ["DC_BENCH_WORLD"] = str(args.world.resolve())
     if args.child:
         measure(args)
         return
     out = Path(args.out)
-    make_data(out, args.rows, args.files)
-    import shutil
-
     if args.methods:
         bench_methods(out, args)
         return
+    make_data(out, args.rows, args.files)
+    import shutil
 
     for name in args.names.split(","):
         shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
@@ -404,16 +415,30 @@ def main() -> None:
 def bench_methods(out: Path, args: argparse.Namespace) -> None:
     import shutil
 
-    t0 = time.perf_counter()
-    make_embeddings(out / "metadata", args.dim)
-    print(f"{args.rows:,} rows in {args.files} parquet files + {args.dim}-d npz embeddings "
-          f"(made in {time.perf_counter() - t0:.0f} s), {WORKERS} workers\n")
-    print(f"{'method':10s} {'variant':8s} {'seconds':>8s} {'rows/s':>10s} {'peak MB':>8s} {'kept':>9s}")
-    for name in args.methods.split(","):
+    names = args.methods.split(",")
+    image = [n for n in names if n in IMAGE_METHODS]
+    if image and not args.world:
+        raise SystemExit(f"{', '.join(image)} read images: give --world W (an embedded world's root)")
+    if len(image) < len(names):
+        make_data(out, args.rows, args.files)
+        t0 = time.perf_counter()
+        make_embeddings(out / "metadata", args.dim)
+        print(f"{args.rows:,} rows in {args.files} parquet files + {args.dim}-d npz embeddings "
+              f"(made in {time.perf_counter() - t0:.0f} s), {WORKERS} workers\n")
+    world_rows = 0
+    if image:
+        import pyarrow.parquet as pq
+
+        files = (args.world / "pool" / "metadata").glob("*.parquet")
+        world_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        print(f"dfn/text_in_image: the world's {world_rows:,} rows and their images, {WORKERS} workers\n")
+    print(f"{'method':14s} {'variant':8s} {'seconds':>8s} {'rows/s':>10s} {'peak MB':>8s} {'kept':>9s}")
+    for name in names:
+        rows = world_rows if name in IMAGE_METHODS else args.rows
         shutil.rmtree(out / f"signals-{name}", ignore_errors=True)
         r = {v: run_child(name, v, out, sys.executable) for v in ("cold", "cached")}
         for v, m in r.items():
-            print(f"{name:10s} {v:8s} {m['seconds']:8.2f} {args.rows / m['seconds']:10,.0f} {m['peak_mb']:8.0f} "
+            print(f"{name:14s} {v:8s} {m['seconds']:8.2f} {rows / m['seconds']:10,.0f} {m['peak_mb']:8.0f} "
                   f"{m['rows_out']:9,}")
         assert r["cold"]["rows_out"] == r["cached"]["rows_out"]
         sys.stdout.flush()

@@ -39,9 +39,9 @@ class NoiseMix:
     - ``extreme_aspect`` 0.04: banners with aspect ratio > 3 (content squashed to match).
     - ``off_distribution`` 0.03: noise, gradients, text banners, blanks with a plausible caption.
     - ``near_duplicate`` 0.02: re-encoded, slightly shifted copies of clean samples.
-    - ``text_in_image`` 0.10: the caption's words written on a plain card and little else (T-MARS: nearly 40% of LAION's images carry text that overlaps
-      their caption). A CLIP model that learned to read scores them high although they show nothing
-      of what they name.
+    - ``text_in_image`` 0.10: the caption's words written on a plain card and little else (T-MARS:
+      nearly 40% of LAION's images carry text that overlaps their caption). A CLIP model that
+      learned to read scores them high although they show nothing of what they name.
     - ``faces`` 0.04: independent of the kind, a face-like region with its ``face_bboxes``.
     - ``sketch`` / ``digits``: shares of outline-style scenes and rendered digits among all scenes.
     """
