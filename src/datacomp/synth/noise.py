@@ -182,7 +182,7 @@ def plan_samples(seed: int, stream: int, shard: int, n: int, mix: NoiseMix,
     clean_rows = np.flatnonzero(kind == 0)
     dup_of = np.full(n, -1, np.int64)
     shown = [""] * n
-    t = rng.random((n, 3))  # drawn last, so the other kinds' draws do not depend on this one
+    t = rng.random((n, 3))  # text cards: whether colour and count are written, a colour for colourless scenes
     for i in range(n):
         k = KINDS[kind[i]]
         if k == "text_in_image":

@@ -63,8 +63,8 @@ def write_clean_set(out: str | os.PathLike[str], n: int = CLEAN_SET_SIZE, seed: 
                     per_shard: int = 5000, text_share: float = TEXT_SHARE) -> list[Path]:
     """Clean image-caption pairs from the reference stream, as webdataset shards (jpg/txt/json).
 
-    ``text_share``: the share of pairs whose image is a card with the caption's words (the same
-    scenes, captions and other images for every share).
+    ``text_share``: the share of pairs whose image is a card with the caption's words; the other
+    pairs are the same for every share.
     """
     from datacomp.pool.shards import TarSampleWriter
 
